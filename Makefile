@@ -1,0 +1,33 @@
+# Two entry points: `make dev` and `make test`. Everything installs from scratch into .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: dev test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "==> installing onbehalf and its pinned dependencies into $(VENV)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	@touch $(STAMP)
+
+## dev: the tickets MCP server on 127.0.0.1:8765 and `langgraph dev` on 127.0.0.1:2024, offline model
+dev: $(STAMP)
+	@$(BIN)/python -m onbehalf.devserver
+
+## test: the whole suite; it starts its own Redis, MCP servers and langgraph dev on free ports
+test: $(STAMP)
+	@$(BIN)/ruff check src tests bench
+	@$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	@$(BIN)/ruff check src tests bench
+
+## bench: per-user MCP against a shared client and the floor, side by side
+bench: $(STAMP)
+	@$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .langgraph_api .pytest_cache

@@ -1,0 +1,115 @@
+"""`onbehalf` command line: one parser, each command implemented next to the code it drives.
+
+Exit codes follow DESIGN.md §4; every non-zero exit prints one reason line on
+stderr, never a traceback and never a token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from onbehalf.dotenv import load_project_dotenv
+
+
+class CliError(Exception):
+    """A failure the user can act on: printed as one line on stderr with its exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _token(args: argparse.Namespace) -> int:
+    from onbehalf.client_cli import cmd_token
+
+    return cmd_token(args)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from onbehalf.client_cli import cmd_chat
+
+    return cmd_chat(args)
+
+
+def _tickets_mcp(args: argparse.Namespace) -> int:
+    from tickets_mcp.server import cmd_serve
+
+    return cmd_serve(args)
+
+
+def _handoff_put(args: argparse.Namespace) -> int:
+    from worker.cli import cmd_handoff_put
+
+    return cmd_handoff_put(args)
+
+
+def _worker_run(args: argparse.Namespace) -> int:
+    from worker.cli import cmd_worker_run
+
+    return cmd_worker_run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onbehalf",
+        description="LangGraph agents that call MCP tools on behalf of the user who asked.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("token", help="mint a dev JWT with the configured secret, issuer, audience")
+    p.add_argument("user", help="the subject (sub) of the token, e.g. alice")
+    p.add_argument("--scopes", nargs="*", default=None,
+                   help="scopes to grant (default: tickets:read tickets:write)")
+    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    p.set_defaults(func=_token)
+
+    p = sub.add_parser("chat", help="talk to the server as a user through the SDK")
+    p.add_argument("--as", dest="user", required=True, help="who to act as, e.g. alice")
+    p.add_argument("--graph", default="assistant", help="graph id (default: assistant)")
+    p.add_argument("--thread-id", default=None, help="continue this thread")
+    p.add_argument("--url", default=None, help="server URL (default: LANGGRAPH_URL)")
+    p.add_argument("--scopes", nargs="*", default=None, help="scopes for the minted token")
+    p.add_argument("message", nargs="+", help="what to say")
+    p.set_defaults(func=_chat)
+
+    p = sub.add_parser("tickets-mcp", help="run the reference tickets MCP server")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.set_defaults(func=_tickets_mcp)
+
+    handoff = sub.add_parser("handoff", help="the API side of the worker token handoff")
+    hsub = handoff.add_subparsers(dest="handoff_command", required=True)
+    p = hsub.add_parser("put", help="store a token (read from stdin) for a worker")
+    p.add_argument("execution_id")
+    p.add_argument("--ttl", type=int, default=None, help="upper bound on the TTL in seconds")
+    p.set_defaults(func=_handoff_put)
+
+    worker = sub.add_parser("worker", help="background worker commands")
+    wsub = worker.add_subparsers(dest="worker_command", required=True)
+    p = wsub.add_parser("run", help="take the handed-off token and run a graph as that user")
+    p.add_argument("--execution-id", required=True)
+    p.add_argument("--graph", default="assistant")
+    p.add_argument("--thread-id", default=None)
+    p.add_argument("message", nargs="+")
+    p.set_defaults(func=_worker_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    load_project_dotenv()
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except CliError as exc:
+        print(f"onbehalf: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("onbehalf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Environment settings of DESIGN.md §3, validated once at start-up.
+
+Each group is its own model so that a process loads only what it needs: the
+worker never needs the JWT secret, the MCP server never needs Redis.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_ALLOWED_ALGORITHMS = {
+    "HS256", "HS384", "HS512",
+    "RS256", "RS384", "RS512",
+    "PS256", "PS384", "PS512",
+    "ES256", "ES384", "ES512",
+    "EdDSA",
+}
+_HMAC = {"HS256", "HS384", "HS512"}
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _env_config() -> SettingsConfigDict:
+    # The process environment wins; a developer's .env is only read by the
+    # LangGraph server when langgraph.json names it (DESIGN.md §7).
+    return SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+
+class AuthSettings(BaseSettings):
+    """How bearer JWTs are verified, at the server edge and in the reference MCP server."""
+
+    model_config = _env_config()
+
+    auth_jwt_secret: SecretStr | None = None
+    auth_jwks_url: str | None = None
+    auth_jwt_algorithms: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    auth_leeway_seconds: float = 30.0
+
+    @field_validator("auth_jwt_algorithms", "auth_jwt_audience", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("auth_jwt_secret", "auth_jwks_url", "auth_jwt_issuer", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> AuthSettings:
+        if self.auth_jwt_secret is None and self.auth_jwks_url is None:
+            raise ValueError(
+                "set AUTH_JWT_SECRET (HS256 shared secret) or AUTH_JWKS_URL "
+                "(your identity provider's JWKS endpoint) so that tokens can be verified"
+            )
+        if not self.auth_jwt_algorithms:
+            self.auth_jwt_algorithms = (
+                ["RS256", "ES256"] if self.auth_jwks_url else ["HS256"]
+            )
+        for alg in self.auth_jwt_algorithms:
+            if alg.lower() == "none":
+                raise ValueError("AUTH_JWT_ALGORITHMS must not contain 'none'")
+            if alg not in _ALLOWED_ALGORITHMS:
+                raise ValueError(f"AUTH_JWT_ALGORITHMS: unknown algorithm {alg!r}")
+        hmac = [a for a in self.auth_jwt_algorithms if a in _HMAC]
+        asym = [a for a in self.auth_jwt_algorithms if a not in _HMAC]
+        if hmac and self.auth_jwt_secret is None:
+            raise ValueError(f"AUTH_JWT_ALGORITHMS has {hmac} but AUTH_JWT_SECRET is not set")
+        if asym and self.auth_jwks_url is None:
+            raise ValueError(f"AUTH_JWT_ALGORITHMS has {asym} but AUTH_JWKS_URL is not set")
+        if self.auth_leeway_seconds < 0:
+            raise ValueError("AUTH_LEEWAY_SECONDS must not be negative")
+        return self
+
+
+class SealingSettings(BaseSettings):
+    """Keys that seal the user's token inside the server's user object."""
+
+    model_config = _env_config()
+
+    token_sealing_key: SecretStr | None = None
+
+
+class HandoffSettings(BaseSettings):
+    """What a background worker (and the API side that feeds it) needs."""
+
+    model_config = _env_config()
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    token_handoff_prefix: str = "agent-token:"
+    token_handoff_ttl_seconds: int = Field(default=600, gt=0)
+    langgraph_url: str = "http://127.0.0.1:2024"
+
+
+class AgentSettings(BaseSettings):
+    """Which chat model the agents use and where their MCP servers are described."""
+
+    model_config = _env_config()
+
+    agent_model: str = "offline"
+    mcp_servers: str | None = None
+    mcp_servers_file: str | None = None
+
+
+def describe_validation_error(exc: Exception) -> str:
+    """Turn a pydantic ValidationError into one line naming the variables at fault."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    parts = []
+    for err in errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"{loc.upper()}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+@lru_cache(maxsize=1)
+def auth_settings() -> AuthSettings:
+    """The process-wide auth settings; raises SettingsError naming the variable."""
+    try:
+        return AuthSettings()
+    except Exception as exc:  # pydantic.ValidationError
+        raise SettingsError(f"invalid auth settings: {describe_validation_error(exc)}") from None
