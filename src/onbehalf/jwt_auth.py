@@ -202,6 +202,8 @@ class JwtVerifier:
             raise InvalidToken(
                 which, f"token not valid yet ({which} is in the future): check the clock"
             ) from None
+        except jwt.InvalidIssuedAtError:
+            raise InvalidToken("iat", "token 'iat' claim must be a number") from None
         except jwt.InvalidAudienceError:
             raise InvalidToken(
                 "aud", "token was issued for another audience (aud): request a token for this API"
@@ -216,7 +218,7 @@ class JwtVerifier:
             ) from None
         except jwt.InvalidSignatureError:
             raise InvalidToken("signature", "token signature is not valid") from None
-        except jwt.InvalidSubjectError:
+        except jwt.exceptions.InvalidSubjectError:
             raise InvalidToken("sub", "token 'sub' claim must be a non-empty string") from None
         except jwt.DecodeError as exc:
             text = str(exc)

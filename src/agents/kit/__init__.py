@@ -1,0 +1,13 @@
+"""The shared per-user MCP kit: every MCP-using graph is built from these parts.
+
+- `tokens`      where the caller's token is resolved (`resolve_user_token`)
+- `servers`     the MCP servers file and its validation
+- `credentials` what each server receives (user token, exchange, static, none)
+- `transport`   shared HTTP pools under per-session credentials
+- `sessions`    one owner task per open MCP session
+- `run_scope`   what one run holds: sessions and tools for one user
+- `tools`       allowlists and tool naming
+- `middleware`  `McpToolsMiddleware`, which wires the above into an agent
+- `agent`       `build_mcp_agent`, the ~5-line way to define a graph
+- `models`      `load_chat_model` (`AGENT_MODEL`), `offline` the deterministic model
+"""

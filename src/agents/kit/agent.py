@@ -1,0 +1,37 @@
+"""`build_mcp_agent`: how a graph module becomes a few lines of wiring."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware
+from langgraph.graph.state import CompiledStateGraph
+
+from agents.kit.middleware import McpToolsMiddleware
+from agents.kit.models import load_chat_model
+from agents.kit.tokens import UserContext
+
+
+def build_mcp_agent(
+    *,
+    name: str,
+    system_prompt: str,
+    tools: Sequence[str] | None = None,
+    servers: Sequence[str] | None = None,
+    middleware: Sequence[AgentMiddleware] = (),
+) -> CompiledStateGraph:
+    """A compiled agent whose MCP tools are loaded per user at run time.
+
+    `tools` and `servers` narrow what the servers file allows (both apply).
+    The chat model comes from `AGENT_MODEL` when the module is imported; no
+    user, token or MCP server is touched until a run starts.
+    """
+    return create_agent(
+        model=load_chat_model(),
+        tools=[],
+        system_prompt=system_prompt,
+        middleware=[McpToolsMiddleware(tools=tools, servers=servers), *middleware],
+        context_schema=UserContext,
+        name=name,
+    )

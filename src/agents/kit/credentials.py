@@ -1,0 +1,153 @@
+"""Where each server's credential is decided (the servers file's `auth.type`).
+
+`user_token` sends exactly the JWT the user presented; `token_exchange`
+trades it (RFC 8693) for one issued for that server; `static` reads a service
+credential from the environment; `none` sends nothing. The result is the
+connection of one session for one user: it is never reused for another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import OrderedDict
+from typing import Any
+
+import httpx
+import jwt
+
+from agents.kit.errors import OnBehalfError
+from agents.kit.servers import McpServer, StaticAuth, TokenExchangeAuth, UserTokenAuth
+from agents.kit.tokens import UserToken
+from agents.kit.transport import shared_transport
+
+
+class CredentialUnavailable(OnBehalfError):
+    """No credential could be produced for one server; only that server's tools are lost."""
+
+    def __init__(self, server: str, message: str) -> None:
+        super().__init__(message)
+        self.server = server
+
+
+_EXCHANGE_CACHE_SIZE = 2048
+_EXCHANGE_MARGIN_SECONDS = 30
+_exchange_cache: OrderedDict[tuple[str, str, str, str], tuple[str, float]] = OrderedDict()
+_exchange_locks: dict[tuple[str, str, str, str], asyncio.Lock] = {}
+
+
+async def connection_for(name: str, server: McpServer, user: UserToken) -> dict[str, Any]:
+    """The langchain-mcp-adapters connection for this server, carrying this user's credential."""
+    headers = dict(server.headers)
+    auth = server.auth
+    if isinstance(auth, UserTokenAuth):
+        if auth.audience is not None:
+            _require_audience(name, auth.audience, user)
+        headers["Authorization"] = f"Bearer {user.token.get_secret_value()}"
+    elif isinstance(auth, TokenExchangeAuth):
+        headers["Authorization"] = f"Bearer {await _exchanged_token(name, server, auth, user)}"
+    elif isinstance(auth, StaticAuth):
+        value = os.environ.get(auth.value_env)
+        if not value:
+            raise CredentialUnavailable(
+                name, f"MCP server {name!r}: environment variable {auth.value_env} is not set "
+                "(auth.type 'static' reads the service credential from it)"
+            )
+        headers[auth.header] = f"{auth.scheme} {value}" if auth.scheme else value
+    transport = "streamable_http" if server.transport == "http" else server.transport
+    return {
+        "transport": transport,
+        "url": server.url,
+        "headers": headers,
+        "timeout": server.timeout_seconds,
+    }
+
+
+def _require_audience(name: str, audience: str, user: UserToken) -> None:
+    claims = jwt.decode(user.token.get_secret_value(), options={"verify_signature": False})
+    aud = claims.get("aud")
+    auds = [aud] if isinstance(aud, str) else list(aud or [])
+    if audience not in auds:
+        raise CredentialUnavailable(
+            name,
+            f"MCP server {name!r} expects tokens for audience {audience!r}; your token is not "
+            "issued for it, so it is not sent there (no token passthrough)",
+        )
+
+
+async def _exchanged_token(
+    name: str, server: McpServer, auth: TokenExchangeAuth, user: UserToken
+) -> str:
+    key = (user.identity, user.fingerprint, name, server.url)
+    cached = _exchange_cache.get(key)
+    if cached and cached[1] - _EXCHANGE_MARGIN_SECONDS > time.time():
+        _exchange_cache.move_to_end(key)
+        return cached[0]
+    lock = _exchange_locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        cached = _exchange_cache.get(key)
+        if cached and cached[1] - _EXCHANGE_MARGIN_SECONDS > time.time():
+            return cached[0]
+        token, expires_at = await _exchange(name, server, auth, user)
+        _exchange_cache[key] = (token, expires_at)
+        while len(_exchange_cache) > _EXCHANGE_CACHE_SIZE:
+            old, _ = _exchange_cache.popitem(last=False)
+            _exchange_locks.pop(old, None)
+    _exchange_locks.pop(key, None)
+    return token
+
+
+async def _exchange(
+    name: str, server: McpServer, auth: TokenExchangeAuth, user: UserToken
+) -> tuple[str, float]:
+    form = {
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": user.token.get_secret_value(),
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "requested_token_type": "urn:ietf:params:oauth:token-type:access_token",
+    }
+    for field in ("audience", "resource", "scope"):
+        if getattr(auth, field):
+            form[field] = getattr(auth, field)
+    basic: tuple[str, str] | None = None
+    if auth.client_id_env:
+        client_id = os.environ.get(auth.client_id_env)
+        secret = os.environ.get(auth.client_secret_env or "", "") if auth.client_secret_env else ""
+        if not client_id or (auth.client_secret_env and not secret):
+            missing = auth.client_id_env if not client_id else auth.client_secret_env
+            raise CredentialUnavailable(
+                name, f"MCP server {name!r}: token exchange client credential {missing} is not set"
+            )
+        basic = (client_id, secret)
+    try:
+        async with httpx.AsyncClient(
+            transport=shared_transport(), timeout=server.timeout_seconds
+        ) as client:
+            response = await client.post(auth.token_url, data=form, auth=basic)
+    except httpx.TimeoutException:
+        raise CredentialUnavailable(
+            name, f"MCP server {name!r}: the token exchange endpoint timed out"
+        ) from None
+    except httpx.HTTPError:
+        raise CredentialUnavailable(
+            name, f"MCP server {name!r}: the token exchange endpoint is unreachable"
+        ) from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code != 200 or not isinstance(body.get("access_token"), str):
+        error = body.get("error") if isinstance(body, dict) else None
+        hint = {
+            "invalid_grant": "your sign-in was not accepted for this server: sign in again",
+            "unauthorized_client": "onbehalf's client is not allowed to exchange tokens "
+            "(check the client credentials named in the servers file)",
+            "invalid_target": "the requested audience/resource is not known to the exchange",
+        }.get(str(error), f"HTTP {response.status_code}")
+        raise CredentialUnavailable(
+            name, f"MCP server {name!r}: token exchange failed ({error or 'error'}): {hint}"
+        )
+    expires_in = body.get("expires_in")
+    ttl = float(expires_in) if isinstance(expires_in, int | float) else 300.0
+    return body["access_token"], min(time.time() + ttl, float(user.expires_at))

@@ -1,0 +1,227 @@
+"""`McpToolsMiddleware`: the one piece every MCP-using graph adds to its agent.
+
+At run time it resolves the caller's token, opens that user's MCP sessions
+(one per server, for the whole run), shows the model the allowed tools and
+executes the model's tool calls over those sessions. Nothing per-user happens
+at import or graph-build time, so one compiled graph serves every user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
+from langchain_core.messages import SystemMessage, ToolMessage
+from langgraph.config import get_config
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.runtime import Runtime, get_runtime
+from langgraph.types import Command
+
+from agents.kit.errors import OnBehalfError, UserTokenExpired
+from agents.kit.run_scope import RunScope
+from agents.kit.servers import load_servers_config
+from agents.kit.sessions import explain_refusal
+from agents.kit.tokens import UserContext, UserToken, resolve_user_token
+
+log = logging.getLogger("onbehalf.mcp")
+
+ABANDONED_SCOPE_SECONDS = 600.0
+"""A scope whose run vanished without ending (e.g. cancelled between two steps) is closed
+after this long idle; normal ends, failures and cancellations inside a call close at once."""
+
+
+class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
+    """Per-user MCP tools for an agent built with `langchain.agents.create_agent`.
+
+    Args:
+        tools: the graph's own allowlist (tool names as the servers expose them);
+            None lets every tool the servers file allows through.
+        servers: restrict the graph to these servers from the servers file.
+    """
+
+    def __init__(
+        self,
+        *,
+        tools: Sequence[str] | None = None,
+        servers: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.allowlist = list(tools) if tools is not None else None
+        self.server_names = list(servers) if servers is not None else None
+        self._scopes: dict[int, tuple[object, RunScope]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    # --- run lifecycle -------------------------------------------------------------------
+
+    async def abefore_agent(self, state: Any, runtime: Runtime[UserContext]) -> None:
+        """Fail before any work when the caller has no usable token."""
+        user = await resolve_user_token(runtime, _current_config())
+        user.ensure_fresh()
+        return None
+
+    async def aafter_agent(self, state: Any, runtime: Runtime[UserContext]) -> None:
+        await self._close(runtime)
+        return None
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[UserContext],
+        handler: Callable[[ModelRequest[UserContext]], Awaitable[ModelResponse]],
+    ) -> ModelResponse:
+        runtime = request.runtime
+        try:
+            scope = await self._scope(runtime)
+            tools = [bound.tool for bound in scope.tools.values()]
+            note = scope.availability_note()
+            if note:
+                base = request.system_message.content if request.system_message else ""
+                text = f"{base}\n\n{note}" if base else note
+                request = request.override(system_message=SystemMessage(content=text))
+            return await handler(request.override(tools=[*request.tools, *tools]))
+        except BaseException:
+            self._close_soon(runtime)
+            raise
+
+    async def awrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
+    ) -> ToolMessage | Command[Any]:
+        if request.tool is not None:  # a graph's own (non-MCP) tool
+            return await handler(request)
+        runtime = _run_runtime()
+        call = request.tool_call
+        try:
+            scope = await self._scope(runtime)
+            bound = scope.tools.get(call["name"])
+            if bound is None:
+                return _tool_error(call, f"tool {call['name']!r} is not available to you here")
+            user = await resolve_user_token(runtime, _current_config())
+            if not scope.belongs_to(user):
+                return _tool_error(call, "your credentials changed during this run: retry")
+            user.ensure_fresh(during_run=True)
+            timeout = self._timeout(scope, bound.server)
+            try:
+                async with asyncio.timeout(timeout):
+                    result = await handler(request.override(tool=bound.tool))
+            except TimeoutError:
+                return _tool_error(
+                    call, f"MCP server {bound.server!r} did not answer within {timeout:g}s"
+                )
+            except (OnBehalfError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a transport failure becomes a tool error
+                reason = explain_refusal(bound.server, bound.session.refused_status)
+                if reason is None:
+                    reason = f"MCP server {bound.server!r} failed: {_one_line(exc)}"
+                log.warning("tool call %s on %s failed: %s", call["name"], bound.server, reason)
+                return _tool_error(call, reason)
+            if isinstance(result, ToolMessage) and bound.session.refused_status:
+                reason = explain_refusal(bound.server, bound.session.refused_status)
+                if reason and not bound.session.alive:
+                    return _tool_error(call, reason)
+            return result
+        except UserTokenExpired as exc:
+            return _tool_error(call, str(exc))
+        except BaseException:
+            self._close_soon(runtime)
+            raise
+
+    # --- scopes --------------------------------------------------------------------------
+
+    async def _scope(self, runtime: Any) -> RunScope:
+        user = await resolve_user_token(runtime, _current_config())
+        user.ensure_fresh(during_run=True)
+        control = getattr(runtime, "control", None) or runtime
+        key = id(control)
+        self._reap_abandoned()
+        entry = self._scopes.get(key)
+        if entry is not None and entry[1].closed:
+            entry = None
+        if entry is not None and not entry[1].belongs_to(user):
+            # same run, different credential: never reuse; start over for this token
+            self._close_soon_scope(entry[1])
+            entry = None
+        if entry is None:
+            fresh = await self._new_scope(user)
+            entry = self._scopes.get(key)  # a concurrent call of this run may have won
+            if entry is None or entry[1].closed or not entry[1].belongs_to(user):
+                entry = (control, fresh)
+                self._scopes[key] = entry
+        scope = entry[1]
+        await scope.load(user)
+        return scope
+
+    async def _new_scope(self, user: UserToken) -> RunScope:
+        config = await asyncio.to_thread(load_servers_config)  # file I/O off the event loop
+        if self.server_names is not None:
+            servers = {k: v for k, v in config.servers.items() if k in self.server_names}
+            config = config.model_copy(update={"servers": servers})
+        return RunScope(
+            identity=user.identity,
+            fingerprint=user.fingerprint,
+            config=config,
+            allowlist=self.allowlist,
+        )
+
+    def _timeout(self, scope: RunScope, server: str) -> float:
+        return scope.config.servers[server].timeout_seconds
+
+    async def _close(self, runtime: Any) -> None:
+        control = getattr(runtime, "control", None) or runtime
+        entry = self._scopes.pop(id(control), None)
+        if entry is not None:
+            await entry[1].aclose()
+
+    def _close_soon(self, runtime: Any) -> None:
+        control = getattr(runtime, "control", None) or runtime
+        entry = self._scopes.pop(id(control), None)
+        if entry is not None:
+            self._close_soon_scope(entry[1])
+
+    def _close_soon_scope(self, scope: RunScope) -> None:
+        # the calling task may be cancelled: close in a task of its own
+        task = asyncio.get_running_loop().create_task(scope.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _reap_abandoned(self) -> None:
+        now = time.monotonic()
+        for key, (_, scope) in list(self._scopes.items()):
+            if now - scope.last_used > ABANDONED_SCOPE_SECONDS:
+                self._scopes.pop(key, None)
+                self._close_soon_scope(scope)
+
+    @property
+    def open_scopes(self) -> int:
+        """How many runs currently hold MCP sessions (for tests and health checks)."""
+        return len(self._scopes)
+
+
+def _current_config() -> dict[str, Any] | None:
+    with contextlib.suppress(RuntimeError):
+        return dict(get_config())
+    return None
+
+
+def _run_runtime() -> Any:
+    """The run's Runtime inside a tool call (ToolRuntime does not carry the run control)."""
+    return get_runtime()
+
+
+def _tool_error(call: dict[str, Any], text: str) -> ToolMessage:
+    return ToolMessage(
+        content=text, tool_call_id=call["id"], name=call["name"], status="error"
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}{': ' + text[:200] if text else ''}"

@@ -1,0 +1,155 @@
+"""Where MCP sessions are opened and closed: one owner task per session.
+
+An MCP client session is an async context manager built on an anyio task
+group, which must be exited by the task that entered it. LangGraph runs the
+model node and each tool call in different tasks, so each session here is
+owned by a small dedicated task that opens it, waits, and closes it; every
+other task only sends requests over it. That is what lets one session serve
+every tool call of a run, and be closed from wherever the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from langchain_mcp_adapters.sessions import Connection, create_session
+from mcp import ClientSession
+
+from agents.kit.transport import client_factory
+
+log = logging.getLogger("onbehalf.mcp")
+
+CLOSE_TIMEOUT_SECONDS = 5.0
+
+
+class SessionUnavailable(Exception):
+    """The server could not be reached, refused the credential, or timed out."""
+
+    def __init__(self, server: str, reason: str, *, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.server = server
+        self.reason = reason
+        self.status = status
+
+
+def explain_refusal(server: str, status: int | None) -> str | None:
+    if status == 401:
+        return (
+            f"MCP server {server!r} no longer accepts your sign-in (401): "
+            "please sign in again (re-authenticate) and retry"
+        )
+    if status == 403:
+        return f"MCP server {server!r} says you are not permitted to do this (403)"
+    return None
+
+
+class McpSession:
+    """One initialized MCP session, for one server and one credential, owned by its own task."""
+
+    def __init__(self, server: str, connection: dict[str, Any], timeout: float) -> None:
+        self.server = server
+        self.timeout = timeout
+        self.refused_status: int | None = None
+        conn = dict(connection)
+        conn["httpx_client_factory"] = client_factory(self._on_refused)
+        self._connection: Connection = conn  # type: ignore[assignment]
+        self._ready: asyncio.Future[ClientSession] | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def __repr__(self) -> str:  # never show the connection: it holds the credential
+        return f"McpSession(server={self.server!r}, closed={self.closed})"
+
+    def _on_refused(self, status: int) -> None:
+        self.refused_status = status
+
+    @property
+    def alive(self) -> bool:
+        return not self.closed and self._task is not None and not self._task.done()
+
+    async def open(self) -> ClientSession:
+        """Open and initialize the session, bounded by the server's timeout."""
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        self._task = asyncio.create_task(self._own(), name=f"mcp-session:{self.server}")
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.shield(self._ready)
+        except TimeoutError:
+            await self.aclose()
+            raise SessionUnavailable(
+                self.server,
+                f"MCP server {self.server!r} did not answer within {self.timeout:g}s",
+            ) from None
+        except SessionUnavailable:
+            await self.aclose()
+            raise
+        except asyncio.CancelledError:
+            await asyncio.shield(self.aclose())
+            raise
+
+    async def _own(self) -> None:
+        assert self._ready is not None
+        try:
+            async with create_session(self._connection) as session:
+                await session.initialize()
+                if not self._ready.done():
+                    self._ready.set_result(session)
+                await self._stop.wait()
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - the session died; say why, once
+            reason = explain_refusal(self.server, self.refused_status) or (
+                f"MCP server {self.server!r} is unavailable: {_summarize(exc)}"
+            )
+            if not self._ready.done():
+                self._ready.set_exception(
+                    SessionUnavailable(self.server, reason, status=self.refused_status)
+                )
+            else:
+                log.info("MCP session to %s ended: %s", self.server, reason)
+        finally:
+            self.closed = True
+            if not self._ready.done():
+                self._ready.set_exception(
+                    SessionUnavailable(self.server, f"MCP session to {self.server!r} closed")
+                )
+            # a failure nobody awaited must not be reported as "never retrieved"
+            if self._ready.done() and not self._ready.cancelled():
+                self._ready.exception()
+
+    async def aclose(self) -> None:
+        """Close the session (the server is told with DELETE); bounded in time."""
+        self._stop.set()
+        task = self._task
+        if task is None or task.done():
+            self.closed = True
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                await asyncio.shield(task)
+        except (TimeoutError, asyncio.CancelledError):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({task}, timeout=1.0)
+        self.closed = True
+
+
+def _summarize(exc: BaseException) -> str:
+    """One line for a (possibly grouped) transport failure, without request details."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    import httpx
+
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or host unreachable"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}{': ' + text[:200] if text else ''}"

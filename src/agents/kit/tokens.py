@@ -1,0 +1,163 @@
+"""Where the user's token is resolved: the one function every graph calls.
+
+Two safe paths exist (DESIGN.md §1): the LangGraph server's authenticated
+user, whose `sealed_token` we open here, and, for in-process calls, the
+runtime context (`context={"user_token": jwt}`), which is never
+checkpointed. Everything else is refused with a message naming the safe path.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal, TypedDict
+
+from pydantic import SecretStr
+
+from agents.kit.errors import MissingUserToken, UnsafeTokenPath, UserTokenExpired, UserTokenRejected
+from onbehalf.jwt_auth import InvalidToken, JwtVerifier, token_fingerprint
+from onbehalf.sealing import SealingError, process_sealing_keys, unseal_token
+from onbehalf.settings import SettingsError, auth_settings
+
+UNSAFE_CONFIG_KEYS = ("_user_token", "user_token", "access_token", "token")
+
+
+class UserContext(TypedDict, total=False):
+    """The runtime context of MCP-using graphs: only for in-process calls."""
+
+    user_token: str
+
+
+@dataclass(frozen=True)
+class UserToken:
+    """A verified token and whose it is; the token itself never shows in repr or logs."""
+
+    identity: str
+    token: SecretStr = field(repr=False)
+    expires_at: int
+    source: Literal["server", "context"]
+    fingerprint: str
+
+    def seconds_left(self, now: float | None = None) -> float:
+        return self.expires_at - (now if now is not None else time.time())
+
+    def ensure_fresh(self, *, during_run: bool = False) -> None:
+        """Raise UserTokenExpired if the token can no longer be used."""
+        if self.seconds_left() <= 0:
+            when = "during this run" if during_run else "before this run started"
+            raise UserTokenExpired(
+                f"your sign-in expired {when}: sign in again and retry "
+                "(nothing already saved in the thread was lost)"
+            )
+
+
+@lru_cache(maxsize=1)
+def _verifier() -> JwtVerifier:
+    return JwtVerifier(auth_settings())
+
+
+def _get(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(key)
+    try:
+        return obj[key]
+    except (KeyError, TypeError, IndexError):
+        return getattr(obj, key, None)
+
+
+def _refuse_unsafe_config(config: dict[str, Any] | None) -> None:
+    configurable = (config or {}).get("configurable") or {}
+    for key in UNSAFE_CONFIG_KEYS:
+        if configurable.get(key):
+            raise UnsafeTokenPath(
+                f"refusing configurable[{key!r}]: langgraph copies every string in "
+                "config['configurable'] into checkpoint metadata, so the token would be "
+                "persisted. Send it as 'Authorization: Bearer <jwt>' to the LangGraph server, "
+                "or in process pass graph.ainvoke(input, context={'user_token': jwt})"
+            )
+
+
+async def resolve_user_token(runtime: Any, config: dict[str, Any] | None = None) -> UserToken:
+    """The caller's token for this run, verified; raises a kit error saying why not.
+
+    `runtime` is the LangGraph `Runtime` (or `ToolRuntime`) of the node; `config`
+    its RunnableConfig when at hand (checked for unsafe token paths).
+    """
+    _refuse_unsafe_config(config)
+    server_info = getattr(runtime, "server_info", None)
+    user = getattr(server_info, "user", None)
+    if user is None:
+        user = ((config or {}).get("configurable") or {}).get("langgraph_auth_user")
+    context = getattr(runtime, "context", None)
+    context_token = _get(context, "user_token")
+
+    if user is not None and _get(user, "sealed_token"):
+        if context_token:
+            raise UnsafeTokenPath(
+                "refusing context['user_token'] on a server run: the server stores a run's "
+                "context with the run record. The Authorization header is all the server needs."
+            )
+        return _from_server_user(user)
+    if context_token:
+        return await _from_context(context_token)
+    raise MissingUserToken(
+        "no user token for this run: call the LangGraph server with 'Authorization: Bearer "
+        "<jwt>', or in process pass graph.ainvoke(input, context={'user_token': jwt})"
+    )
+
+
+def _from_server_user(user: Any) -> UserToken:
+    identity = str(_get(user, "identity"))
+    expires_at = _get(user, "token_expires_at")
+    if not isinstance(expires_at, int | float):
+        raise UserTokenRejected("the server user has no token expiry: sign in again")
+    try:
+        token = unseal_token(
+            process_sealing_keys(),
+            str(_get(user, "sealed_token")),
+            identity=identity,
+            expires_at=int(expires_at),
+        )
+    except SealingError as exc:
+        if exc.reason == "expired":
+            raise UserTokenExpired(str(exc)) from None
+        raise UserTokenRejected(str(exc)) from None
+    return UserToken(
+        identity=identity,
+        token=token,
+        expires_at=int(expires_at),
+        source="server",
+        fingerprint=token_fingerprint(token.get_secret_value()),
+    )
+
+
+async def _from_context(raw: Any) -> UserToken:
+    if isinstance(raw, SecretStr):
+        raw = raw.get_secret_value()
+    if not isinstance(raw, str):
+        raise UserTokenRejected("context['user_token'] must be the JWT as a string")
+    token = raw.strip()
+    if token.lower().startswith("bearer "):
+        token = token[7:].strip()
+    try:
+        claims = await _verifier().verify(token)
+    except InvalidToken as exc:
+        if exc.check == "exp":
+            raise UserTokenExpired(
+                "your sign-in expired before this run started: sign in again"
+            ) from None
+        raise UserTokenRejected(f"the user token was refused: {exc.detail}") from None
+    except SettingsError as exc:
+        raise UserTokenRejected(
+            f"cannot verify context['user_token']: {exc}"
+        ) from None
+    return UserToken(
+        identity=claims.subject,
+        token=SecretStr(token),
+        expires_at=claims.expires_at,
+        source="context",
+        fingerprint=token_fingerprint(token),
+    )

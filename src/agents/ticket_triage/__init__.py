@@ -1,0 +1,1 @@
+"""The read-only ticket triage graph."""

@@ -1,0 +1,27 @@
+"""Suite-wide settings: every test sees the test identity provider, never a developer's .env."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.tokens import auth_env
+
+pytest_plugins: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in auth_env().items():
+        monkeypatch.setenv(key, value)
+    for key in ("AUTH_JWKS_URL", "MCP_SERVERS", "MCP_SERVERS_FILE", "ONBEHALF_ENV"):
+        monkeypatch.delenv(key, raising=False)
+    from onbehalf.sealing import process_sealing_keys
+    from onbehalf.settings import auth_settings
+
+    auth_settings.cache_clear()
+    process_sealing_keys.cache_clear()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
