@@ -113,7 +113,7 @@ class JwtVerifier:
         )
         self._jwks = (
             PyJWKClient(settings.auth_jwks_url, cache_keys=True, lifespan=300,
-                        timeout=int(math.ceil(jwks_timeout)))
+                        timeout=math.ceil(jwks_timeout))
             if settings.auth_jwks_url
             else None
         )
@@ -149,7 +149,9 @@ class JwtVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise InvalidToken("malformed", "malformed token: the JWT header is not valid") from None
+            raise InvalidToken(
+                "malformed", "malformed token: the JWT header is not valid"
+            ) from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg.lower() == "none":
             raise InvalidToken("algorithm", "unsigned tokens (alg 'none') are never accepted")

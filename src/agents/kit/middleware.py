@@ -115,7 +115,7 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
                 )
             except (OnBehalfError, asyncio.CancelledError):
                 raise
-            except Exception as exc:  # noqa: BLE001 - a transport failure becomes a tool error
+            except Exception as exc:
                 reason = explain_refusal(bound.server, bound.session.refused_status)
                 if reason is None:
                     reason = f"MCP server {bound.server!r} failed: {_one_line(exc)}"

@@ -22,8 +22,8 @@ from agents.kit.credentials import CredentialUnavailable, connection_for
 from agents.kit.servers import McpServer, McpServersConfig
 from agents.kit.sessions import McpSession, SessionUnavailable
 from agents.kit.tokens import UserToken
-from agents.kit.transport import prepare_transport
 from agents.kit.tools import bind_tool, is_allowed, list_server_tools, public_names
+from agents.kit.transport import prepare_transport
 
 log = logging.getLogger("onbehalf.mcp")
 

@@ -102,7 +102,7 @@ class McpSession:
                 await self._stop.wait()
         except asyncio.CancelledError:
             pass
-        except BaseException as exc:  # noqa: BLE001 - the session died; say why, once
+        except BaseException as exc:
             reason = explain_refusal(self.server, self.refused_status) or (
                 f"MCP server {self.server!r} is unavailable: {_summarize(exc)}"
             )
