@@ -65,7 +65,7 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
         return None
 
     async def aafter_agent(self, state: Any, runtime: Runtime[UserContext]) -> None:
-        await self._close(runtime)
+        await self._close(runtime, reusable=True)
         return None
 
     async def awrap_model_call(
@@ -110,6 +110,7 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
                 async with asyncio.timeout(timeout):
                     result = await handler(request.override(tool=bound.tool))
             except TimeoutError:
+                bound.session.broken = True
                 return _tool_error(
                     call, f"MCP server {bound.server!r} did not answer within {timeout:g}s"
                 )
@@ -172,11 +173,11 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
     def _timeout(self, scope: RunScope, server: str) -> float:
         return scope.config.servers[server].timeout_seconds
 
-    async def _close(self, runtime: Any) -> None:
+    async def _close(self, runtime: Any, *, reusable: bool) -> None:
         control = getattr(runtime, "control", None) or runtime
         entry = self._scopes.pop(id(control), None)
         if entry is not None:
-            await entry[1].aclose()
+            await entry[1].aclose(reusable=reusable)
 
     def _close_soon(self, runtime: Any) -> None:
         control = getattr(runtime, "control", None) or runtime

@@ -19,11 +19,13 @@ from langchain_core.tools import BaseTool
 from mcp.types import Tool as McpTool
 
 from agents.kit.credentials import CredentialUnavailable, connection_for
+from agents.kit.pool import SessionKey, session_pool
 from agents.kit.servers import McpServer, McpServersConfig
 from agents.kit.sessions import McpSession, SessionUnavailable
 from agents.kit.tokens import UserToken
 from agents.kit.tools import bind_tool, is_allowed, list_server_tools, public_names
 from agents.kit.transport import prepare_transport
+from onbehalf.jwt_auth import token_fingerprint
 
 log = logging.getLogger("onbehalf.mcp")
 
@@ -35,6 +37,13 @@ class BoundTool:
     session: McpSession
 
 
+def _credential_fingerprint(connection: dict[str, object]) -> str:
+    headers = connection.get("headers") or {}
+    assert isinstance(headers, dict)
+    material = "\n".join(f"{k.lower()}:{v}" for k, v in sorted(headers.items()))
+    return token_fingerprint(material)
+
+
 @dataclass
 class RunScope:
     """The per-run, per-user MCP state. Never shared between runs or users."""
@@ -44,6 +53,7 @@ class RunScope:
     config: McpServersConfig
     allowlist: Sequence[str] | None
     sessions: dict[str, McpSession] = field(default_factory=dict)
+    keys: dict[str, SessionKey] = field(default_factory=dict)
     tools: dict[str, BoundTool] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     last_used: float = field(default_factory=time.monotonic)
@@ -80,27 +90,49 @@ class RunScope:
         names_for = public_names(listed)
         for server, mcp_tools in listed.items():
             session = self.sessions[server]
-            assert session._ready is not None
-            client = session._ready.result()
             for mcp_tool in mcp_tools:
                 public = names_for[(server, mcp_tool.name)]
-                self.tools[public] = BoundTool(
-                    server=server, tool=bind_tool(client, server, mcp_tool, public), session=session
-                )
+                tool = session.bound_tools.get((mcp_tool.name, public))
+                if tool is None:
+                    tool = bind_tool(session.client, server, mcp_tool, public)
+                    session.bound_tools[(mcp_tool.name, public)] = tool
+                self.tools[public] = BoundTool(server=server, tool=tool, session=session)
 
     async def _open(self, name: str, server: McpServer, user: UserToken) -> list[McpTool]:
         connection = await connection_for(name, server, user)
-        session = McpSession(name, connection, server.timeout_seconds)
+        key = SessionKey(
+            server=name,
+            url=server.url,
+            identity=user.identity,
+            token_fingerprint=user.fingerprint,
+            credential_fingerprint=_credential_fingerprint(connection),
+        )
+        pool = session_pool()
+
+        async def open_session() -> McpSession:
+            session = McpSession(
+                name, connection, server.timeout_seconds,
+                expires_at=user.expires_at,
+                on_tools_changed=lambda: pool.forget_tools(key),
+            )
+            await session.open()
+            return session
+
+        session = await pool.acquire(key, open_session)
         self.sessions[name] = session
-        client = await session.open()
-        try:
-            async with asyncio.timeout(server.timeout_seconds):
-                tools = await list_server_tools(client)
-        except TimeoutError:
-            raise SessionUnavailable(
-                name, f"MCP server {name!r} did not list its tools within "
-                f"{server.timeout_seconds:g}s"
-            ) from None
+        self.keys[name] = key
+        tools = pool.cached_tools(key)
+        if tools is None:
+            try:
+                async with asyncio.timeout(server.timeout_seconds):
+                    tools = await list_server_tools(session.client)
+            except TimeoutError:
+                session.broken = True
+                raise SessionUnavailable(
+                    name, f"MCP server {name!r} did not list its tools within "
+                    f"{server.timeout_seconds:g}s"
+                ) from None
+            pool.remember_tools(key, tools)
         return [t for t in tools if is_allowed(t.name, server.tools, self.allowlist)]
 
     def availability_note(self) -> str | None:
@@ -113,7 +145,9 @@ class RunScope:
             "Tell the user if they ask for something those servers provide:\n" + lines
         )
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, reusable: bool = False) -> None:
+        """End the run's hold on its sessions: healthy ones go back to the pool after a
+        normal end; after a failure or cancellation they are closed."""
         if self.closed:
             return
         self.closed = True
@@ -121,5 +155,11 @@ class RunScope:
             self._loaded.cancel()
             with contextlib.suppress(BaseException):
                 await self._loaded
-        await asyncio.gather(*(s.aclose() for s in self.sessions.values()),
-                             return_exceptions=True)
+            reusable = False
+        pool = session_pool()
+        for name, session in self.sessions.items():
+            key = self.keys.get(name)
+            if key is None:
+                await session.aclose()
+            else:
+                pool.release(key, session, reusable=reusable)

@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from langchain_core.tools import BaseTool
 from langchain_mcp_adapters.sessions import Connection, create_session
 from mcp import ClientSession
+from mcp.types import ServerNotification, ToolListChangedNotification
 
 from agents.kit.transport import client_factory
 
@@ -49,12 +52,28 @@ def explain_refusal(server: str, status: int | None) -> str | None:
 class McpSession:
     """One initialized MCP session, for one server and one credential, owned by its own task."""
 
-    def __init__(self, server: str, connection: dict[str, Any], timeout: float) -> None:
+    def __init__(
+        self,
+        server: str,
+        connection: dict[str, Any],
+        timeout: float,
+        *,
+        expires_at: float = float("inf"),
+        on_tools_changed: Callable[[], None] | None = None,
+    ) -> None:
         self.server = server
         self.timeout = timeout
+        self.expires_at = expires_at
+        """When the credential inside stops being valid; the pool never lends it after."""
         self.refused_status: int | None = None
+        self.broken = False
+        """Set when a call failed at the transport level: the session is not reused."""
+        self.bound_tools: dict[tuple[str, str], BaseTool] = {}
+        """LangChain tools bound to this session, by (MCP name, public name)."""
+        self._on_tools_changed = on_tools_changed
         conn = dict(connection)
         conn["httpx_client_factory"] = client_factory(self._on_refused)
+        conn["session_kwargs"] = {"message_handler": self._on_message}
         self._connection: Connection = conn  # type: ignore[assignment]
         self._ready: asyncio.Future[ClientSession] | None = None
         self._stop = asyncio.Event()
@@ -66,6 +85,21 @@ class McpSession:
 
     def _on_refused(self, status: int) -> None:
         self.refused_status = status
+        self.broken = True
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, ServerNotification) and isinstance(
+            message.root, ToolListChangedNotification
+        ):
+            self.bound_tools.clear()
+            if self._on_tools_changed is not None:
+                self._on_tools_changed()
+
+    @property
+    def client(self) -> ClientSession:
+        """The initialized MCP client session (only after `open` succeeded)."""
+        assert self._ready is not None and self._ready.done()
+        return self._ready.result()
 
     @property
     def alive(self) -> bool:

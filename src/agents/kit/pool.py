@@ -1,0 +1,206 @@
+"""Where open MCP sessions wait between runs of the same user.
+
+A session is pooled under the key of everything that made it: server name,
+URL, identity, the fingerprint of the user's token and of the credential
+actually sent. A lookup must match all of them, so a session is never handed
+to another identity, another token of the same user (a refreshed sign-in
+opens a new session), or after a change of the server's URL. A pooled session
+is lent to one run at a time, closed when idle too long, when its credential
+expires, when the server ends it, or when the pool is full (least recently
+used first).
+
+The tool list of a key is cached alongside with a short TTL, dropped when the
+server sends `notifications/tools/list_changed`, so a user's next run needs
+no `tools/list` even when its session had to be reopened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from mcp.types import Tool as McpTool
+
+from agents.kit.sessions import McpSession
+
+log = logging.getLogger("onbehalf.mcp")
+
+SWEEP_INTERVAL_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """Everything a pooled session was opened for; fingerprints are sha256 prefixes."""
+
+    server: str
+    url: str
+    identity: str
+    token_fingerprint: str
+    credential_fingerprint: str
+
+
+def _float_env(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"{name} must not be negative")
+    return number
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    idle_seconds: float = 60.0
+    max_sessions: int = 512
+    tools_cache_seconds: float = 60.0
+    max_tool_lists: int = 2048
+
+    @classmethod
+    def from_env(cls) -> PoolSettings:
+        return cls(
+            idle_seconds=_float_env("MCP_SESSION_IDLE_SECONDS", cls.idle_seconds),
+            max_sessions=int(_float_env("MCP_SESSION_POOL_SIZE", cls.max_sessions)),
+            tools_cache_seconds=_float_env("MCP_TOOLS_CACHE_SECONDS", cls.tools_cache_seconds),
+        )
+
+
+class SessionPool:
+    """Idle sessions per key (LRU across all keys) and the per-key tool list cache."""
+
+    def __init__(self, settings: PoolSettings | None = None) -> None:
+        self.settings = settings or PoolSettings.from_env()
+        self._idle: OrderedDict[int, tuple[SessionKey, McpSession, float]] = OrderedDict()
+        self._tools: OrderedDict[SessionKey, tuple[list[McpTool], float]] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.opened = 0
+        self.reused = 0
+
+    # --- sessions ----------------------------------------------------------------------
+
+    async def acquire(
+        self, key: SessionKey, open_session: Callable[[], Awaitable[McpSession]]
+    ) -> McpSession:
+        """An idle session opened for exactly this key, or a new one."""
+        now = time.time()
+        for slot, (idle_key, session, _) in reversed(self._idle.items()):
+            if idle_key == key:
+                del self._idle[slot]
+                if session.alive and session.expires_at > now:
+                    self.reused += 1
+                    return session
+                self._close_soon(session)
+        session = await open_session()
+        self.opened += 1
+        return session
+
+    def release(self, key: SessionKey, session: McpSession, *, reusable: bool) -> None:
+        """Give a session back after a run; only a healthy one is kept."""
+        if (
+            not reusable
+            or session.broken
+            or not session.alive
+            or self.settings.idle_seconds <= 0
+            or self.settings.max_sessions <= 0
+            or session.expires_at <= time.time()
+        ):
+            self._close_soon(session)
+            return
+        self._idle[id(session)] = (key, session, time.monotonic())
+        while len(self._idle) > self.settings.max_sessions:
+            _, (_, oldest, _) = self._idle.popitem(last=False)
+            self._close_soon(oldest)
+        self._ensure_sweeper()
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while self._idle:
+            await asyncio.sleep(min(SWEEP_INTERVAL_SECONDS, max(self.settings.idle_seconds, 0.1)))
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Close idle sessions that waited too long, expired, or were ended by the server."""
+        now_mono, now = time.monotonic(), time.time()
+        for slot, (_, session, since) in list(self._idle.items()):
+            if (
+                now_mono - since > self.settings.idle_seconds
+                or session.expires_at <= now
+                or not session.alive
+            ):
+                del self._idle[slot]
+                self._close_soon(session)
+        for key, (_, expires) in list(self._tools.items()):
+            if expires <= now_mono:
+                del self._tools[key]
+
+    def _close_soon(self, session: McpSession) -> None:
+        task = asyncio.get_running_loop().create_task(session.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        """Close every idle session (process shutdown, tests)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(BaseException):
+                await self._sweeper
+        sessions = [s for _, s, _ in self._idle.values()]
+        self._idle.clear()
+        self._tools.clear()
+        await asyncio.gather(*(s.aclose() for s in sessions), return_exceptions=True)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    # --- tool lists ----------------------------------------------------------------------
+
+    def cached_tools(self, key: SessionKey) -> list[McpTool] | None:
+        entry = self._tools.get(key)
+        if entry is None or entry[1] <= time.monotonic():
+            self._tools.pop(key, None)
+            return None
+        self._tools.move_to_end(key)
+        return entry[0]
+
+    def remember_tools(self, key: SessionKey, tools: list[McpTool]) -> None:
+        if self.settings.tools_cache_seconds <= 0:
+            return
+        self._tools[key] = (tools, time.monotonic() + self.settings.tools_cache_seconds)
+        self._tools.move_to_end(key)
+        while len(self._tools) > self.settings.max_tool_lists:
+            self._tools.popitem(last=False)
+
+    def forget_tools(self, key: SessionKey) -> None:
+        self._tools.pop(key, None)
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SessionPool] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def session_pool() -> SessionPool:
+    """The pool of the running event loop (sessions cannot cross loops)."""
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        pool = SessionPool()
+        _pools[loop] = pool
+    return pool
