@@ -6,7 +6,7 @@ import pytest
 
 from tests.support.tokens import auth_env
 
-pytest_plugins: list[str] = ["tests.support.redis_server"]
+pytest_plugins: list[str] = ["tests.support.redis_server", "tests.support.mcp_server"]
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,12 @@ _ssl_context: Any = None
 class _SharedTransport(httpx.AsyncHTTPTransport):
     """A pool that outlives the clients built on it (their `aclose` must not close it)."""
 
+    async def __aenter__(self) -> _SharedTransport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None  # `async with client:` exits the transport too: keep the pool open
+
     async def aclose(self) -> None:
         return None
 

@@ -1,0 +1,234 @@
+"""The graphs in process against the real tickets MCP server over streamable HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, ToolMessage
+
+from agents.assistant.graph import graph as assistant
+from agents.kit.errors import UnsafeTokenPath, UserTokenExpired
+from agents.kit.middleware import McpToolsMiddleware
+from agents.kit.pool import session_pool
+from agents.kit.tokens import UserContext
+from agents.ticket_triage.graph import graph as ticket_triage
+from tests.support.mcp_server import TicketsMcpServer, session_counts
+from tests.support.tokens import free_port, mint
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def servers_env(
+    tickets_mcp_server: TicketsMcpServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    configure(monkeypatch, {"tickets": {"url": tickets_mcp_server.url}})
+    yield
+
+
+@pytest.fixture(autouse=True)
+async def close_pool() -> AsyncIterator[None]:
+    yield
+    await session_pool().aclose()
+
+
+def configure(monkeypatch: pytest.MonkeyPatch, servers: dict[str, dict[str, Any]]) -> None:
+    monkeypatch.setenv("MCP_SERVERS", json.dumps({"servers": servers}))
+
+
+def delta(before: dict[str, int], after: dict[str, int], key: str) -> int:
+    """What happened between two probes, not counting the first probe itself."""
+    if key == "sessions_active":
+        return after[key] - before[key]
+    return after[key] - before[key] - 1
+
+
+def say(text: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": text}]}
+
+
+def tool_messages(state: dict[str, Any]) -> list[ToolMessage]:
+    return [m for m in state["messages"] if isinstance(m, ToolMessage)]
+
+
+def tool_payload(message: ToolMessage) -> dict[str, Any]:
+    content = message.content
+    if isinstance(content, list):
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return json.loads(content)
+
+
+class ScriptedModel(GenericFakeChatModel):
+    """A model that asks for exactly the tool calls a test scripts, whatever it is offered."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedModel:
+        return self
+
+
+def scripted_agent(calls: list[tuple[str, dict[str, Any]]], **middleware_args: Any) -> Any:
+    replies = [
+        AIMessage(content="", tool_calls=[{"name": n, "args": a, "id": f"call_{i}"}])
+        for i, (n, a) in enumerate(calls)
+    ] + [AIMessage(content="done")]
+    return create_agent(
+        model=ScriptedModel(messages=iter(replies)),
+        tools=[],
+        middleware=[McpToolsMiddleware(**middleware_args)],
+        context_schema=UserContext,
+    )
+
+
+async def test_alice_sees_her_own_and_shared_tickets() -> None:
+    state = await assistant.ainvoke(say("list_tickets"), context={"user_token": mint("alice")})
+    (result,) = tool_messages(state)
+    data = tool_payload(result)
+    assert data["as_user"] == "alice"
+    assert {t["id"] for t in data["tickets"]} == {"T-1001", "T-1002", "T-1003", "T-1006"}
+    assert "T-1001" in state["messages"][-1].content
+
+
+async def test_bob_sees_only_his_own_and_shared_tickets() -> None:
+    state = await assistant.ainvoke(say("list_tickets"), context={"user_token": mint("bob")})
+    data = tool_payload(tool_messages(state)[0])
+    assert data["as_user"] == "bob"
+    ids = {t["id"] for t in data["tickets"]}
+    assert "T-1001" not in ids and "T-1003" not in ids
+    assert {"T-1004", "T-1005"} <= ids
+
+
+async def test_bob_cannot_read_alices_private_ticket() -> None:
+    state = await assistant.ainvoke(
+        say("get_ticket ticket_id=T-1001"), context={"user_token": mint("bob")}
+    )
+    (result,) = tool_messages(state)
+    assert result.status == "error"
+    assert "not found" in str(result.content)
+
+
+async def test_the_server_receives_exactly_the_users_token() -> None:
+    token = mint("alice")
+    state = await assistant.ainvoke(say("whoami"), context={"user_token": token})
+    data = tool_payload(tool_messages(state)[0])
+    assert data["token_sha256"] == hashlib.sha256(token.encode()).hexdigest()
+
+
+async def test_ticket_triage_offers_only_read_tools() -> None:
+    state = await ticket_triage.ainvoke(
+        say("create_ticket title=x body=y"), context={"user_token": mint("alice")}
+    )
+    assert not any(m.name == "create_ticket" for m in tool_messages(state))
+
+
+async def test_a_read_only_graph_refuses_create_ticket_even_when_the_model_asks(
+    tickets_mcp_server: TicketsMcpServer,
+) -> None:
+    before = await session_counts(tickets_mcp_server.url)
+    agent = scripted_agent(
+        [("create_ticket", {"title": "sneaky", "body": "x"})],
+        tools=["list_tickets", "get_ticket"],
+    )
+    state = await agent.ainvoke(say("go"), context={"user_token": mint("alice")})
+    (result,) = tool_messages(state)
+    assert result.status == "error" and "not available" in str(result.content)
+    after = await session_counts(tickets_mcp_server.url)
+    assert delta(before, after, "tool_calls") == 0  # nothing reached the server
+
+
+async def test_missing_scope_comes_back_as_a_tool_error_not_a_crash() -> None:
+    state = await assistant.ainvoke(
+        say('create_ticket title="VPN down" body="since 9am"'),
+        context={"user_token": mint("alice", scopes=["tickets:read"])},
+    )
+    (result,) = tool_messages(state)
+    assert result.status == "error"
+    assert "tickets:write" in str(result.content)
+    assert "tickets:write" in state["messages"][-1].content
+
+
+async def test_one_session_per_server_per_run_reused_for_every_call(
+    tickets_mcp_server: TicketsMcpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCP_SESSION_IDLE_SECONDS", "0")  # strict: close at run end
+    session_pool().settings = type(session_pool().settings).from_env()
+    before = await session_counts(tickets_mcp_server.url)
+    agent = scripted_agent(
+        [("list_tickets", {}), ("get_ticket", {"ticket_id": "T-1001"}), ("whoami", {})]
+    )
+    state = await agent.ainvoke(say("go"), context={"user_token": mint("alice")})
+    assert [m.status for m in tool_messages(state)] == ["success"] * 3
+    await session_pool().aclose()
+    after = await session_counts(tickets_mcp_server.url)
+    assert delta(before, after, "sessions_opened") == 1
+    assert delta(before, after, "tool_calls") == 3
+    assert delta(before, after, "sessions_active") == 0  # closed when the run ended
+
+
+async def test_a_users_next_run_reuses_the_pooled_session_never_another_users(
+    tickets_mcp_server: TicketsMcpServer,
+) -> None:
+    pool = session_pool()
+    alice = mint("alice")
+    before = await session_counts(tickets_mcp_server.url)
+    await assistant.ainvoke(say("whoami"), context={"user_token": alice})
+    await assistant.ainvoke(say("whoami"), context={"user_token": alice})
+    state = await assistant.ainvoke(say("whoami"), context={"user_token": mint("bob")})
+    assert tool_payload(tool_messages(state)[0])["as_user"] == "bob"
+    refreshed = mint("alice")  # a new sign-in of the same user
+    state = await assistant.ainvoke(say("whoami"), context={"user_token": refreshed})
+    data = tool_payload(tool_messages(state)[0])
+    assert data["token_sha256"] == hashlib.sha256(refreshed.encode()).hexdigest()
+    after = await session_counts(tickets_mcp_server.url)
+    # alice once (reused), bob once, alice's refreshed token once
+    assert delta(before, after, "sessions_opened") == 3
+    assert pool.reused >= 1
+
+
+async def test_an_unreachable_server_leaves_the_others_working(
+    tickets_mcp_server: TicketsMcpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch, {
+        "tickets": {"url": tickets_mcp_server.url},
+        "billing": {"url": f"http://127.0.0.1:{free_port()}/mcp", "timeout_seconds": 2},
+    })
+    state = await assistant.ainvoke(say("list_tickets"), context={"user_token": mint("alice")})
+    assert tool_payload(tool_messages(state)[0])["as_user"] == "alice"
+
+
+async def test_the_model_is_told_which_server_is_unavailable(
+    tickets_mcp_server: TicketsMcpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch, {
+        "tickets": {"url": tickets_mcp_server.url},
+        "billing": {"url": f"http://127.0.0.1:{free_port()}/mcp", "timeout_seconds": 2},
+    })
+    seen: list[str] = []
+
+    class Spy(ScriptedModel):
+        async def _agenerate(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(str(messages[0].content))
+            return await super()._agenerate(messages, *args, **kwargs)
+
+    agent = create_agent(
+        model=Spy(messages=iter([AIMessage(content="ok")])), tools=[],
+        middleware=[McpToolsMiddleware()], context_schema=UserContext,
+    )
+    await agent.ainvoke(say("hi"), context={"user_token": mint("alice")})
+    assert "billing" in seen[0] and "unavailable" in seen[0]
+
+
+async def test_a_token_in_configurable_is_refused() -> None:
+    with pytest.raises(UnsafeTokenPath, match="checkpoint metadata"):
+        await assistant.ainvoke(
+            say("list_tickets"), config={"configurable": {"_user_token": mint("alice")}}
+        )
+
+
+async def test_an_expired_token_stops_the_run_before_it_starts() -> None:
+    with pytest.raises(UserTokenExpired, match="sign in again"):
+        await assistant.ainvoke(say("list_tickets"), context={"user_token": mint("alice", ttl=-60)})
