@@ -19,11 +19,11 @@ dev: $(STAMP)
 
 ## test: the whole suite; it starts its own Redis, MCP servers and langgraph dev on free ports
 test: $(STAMP)
-	@$(BIN)/ruff check src tests bench
+	@$(BIN)/ruff check .
 	@$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	@$(BIN)/ruff check src tests bench
+	@$(BIN)/ruff check .
 
 ## bench: per-user MCP against a shared client and the floor, side by side
 bench: $(STAMP)

@@ -232,3 +232,19 @@ async def test_a_token_in_configurable_is_refused() -> None:
 async def test_an_expired_token_stops_the_run_before_it_starts() -> None:
     with pytest.raises(UserTokenExpired, match="sign in again"):
         await assistant.ainvoke(say("list_tickets"), context={"user_token": mint("alice", ttl=-60)})
+
+
+async def test_every_tool_call_leaves_one_audit_record_without_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = mint("alice")
+    with caplog.at_level("INFO", logger="onbehalf.audit"):
+        await assistant.ainvoke(say("get_ticket ticket_id=T-1001"), context={"user_token": token})
+    records = [r.audit for r in caplog.records if hasattr(r, "audit")]
+    assert len(records) == 1
+    (record,) = records
+    assert record["identity"] == "alice" and record["tool"] == "get_ticket"
+    assert record["server"] == "tickets" and record["outcome"] == "ok"
+    assert record["latency_ms"] > 0
+    assert token not in caplog.text and token.rsplit(".", 1)[1] not in caplog.text
+    assert "T-1001" not in json.dumps(record)  # arguments are not recorded

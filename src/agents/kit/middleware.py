@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -22,7 +23,9 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Command
 
+from agents.kit.audit import record_tool_call, run_coordinates
 from agents.kit.errors import OnBehalfError, UserTokenExpired
+from agents.kit.results import bound_result
 from agents.kit.run_scope import RunScope
 from agents.kit.servers import load_servers_config
 from agents.kit.sessions import explain_refusal
@@ -95,48 +98,86 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
         if request.tool is not None:  # a graph's own (non-MCP) tool
             return await handler(request)
         runtime = _run_runtime()
+        config = _current_config()
         call = request.tool_call
+        started = time.perf_counter()
+        audit = {"identity": "?", "server": None, "outcome": "failed"}
         try:
-            scope = await self._scope(runtime)
-            bound = scope.tools.get(call["name"])
-            if bound is None:
-                return _tool_error(call, f"tool {call['name']!r} is not available to you here")
-            user = await resolve_user_token(runtime, _current_config())
-            if not scope.belongs_to(user):
-                return _tool_error(call, "your credentials changed during this run: retry")
-            user.ensure_fresh(during_run=True)
-            timeout = self._timeout(scope, bound.server)
-            try:
-                async with asyncio.timeout(timeout):
-                    result = await handler(request.override(tool=bound.tool))
-            except TimeoutError:
-                bound.session.broken = True
-                return _tool_error(
-                    call, f"MCP server {bound.server!r} did not answer within {timeout:g}s"
-                )
-            except (OnBehalfError, asyncio.CancelledError):
-                raise
-            except Exception as exc:
-                reason = explain_refusal(bound.server, bound.session.refused_status)
-                if reason is None:
-                    reason = f"MCP server {bound.server!r} failed: {_one_line(exc)}"
-                log.warning("tool call %s on %s failed: %s", call["name"], bound.server, reason)
-                return _tool_error(call, reason)
-            if isinstance(result, ToolMessage) and bound.session.refused_status:
-                reason = explain_refusal(bound.server, bound.session.refused_status)
-                if reason and not bound.session.alive:
-                    return _tool_error(call, reason)
+            result = await self._call_mcp_tool(request, handler, runtime, config, audit)
             return result
-        except UserTokenExpired as exc:
-            return _tool_error(call, str(exc))
         except BaseException:
+            audit["outcome"] = "cancelled" if _is_cancel(sys.exc_info()[1]) else "failed"
             self._close_soon(runtime)
             raise
+        finally:
+            record_tool_call(
+                identity=str(audit["identity"]),
+                coordinates=run_coordinates(config, runtime),
+                server=audit["server"],
+                tool=call["name"],
+                outcome=audit["outcome"],  # type: ignore[arg-type]
+                started=started,
+            )
+
+    async def _call_mcp_tool(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
+        runtime: Any,
+        config: dict[str, Any] | None,
+        audit: dict[str, Any],
+    ) -> ToolMessage | Command[Any]:
+        """Run one tool call over the run's session; every failure becomes a tool error."""
+        call = request.tool_call
+        try:
+            user = await resolve_user_token(runtime, config)
+            audit["identity"] = user.identity
+            scope = await self._scope(runtime, user)
+            bound = scope.tools.get(call["name"])
+            if bound is None:
+                audit["outcome"] = "not_allowed"
+                return _tool_error(call, f"tool {call['name']!r} is not available to you here")
+            audit["server"] = bound.server
+            if not scope.belongs_to(user):
+                audit["outcome"] = "refused"
+                return _tool_error(call, "your credentials changed during this run: retry")
+            user.ensure_fresh(during_run=True)
+        except UserTokenExpired as exc:
+            audit["outcome"] = "expired"
+            return _tool_error(call, str(exc))
+        timeout = self._timeout(scope, bound.server)
+        try:
+            async with asyncio.timeout(timeout):
+                result = await handler(request.override(tool=bound.tool))
+        except TimeoutError:
+            bound.session.broken = True
+            audit["outcome"] = "timeout"
+            return _tool_error(
+                call, f"MCP server {bound.server!r} did not answer within {timeout:g}s"
+            )
+        except (OnBehalfError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            bound.session.broken = True
+            status = bound.session.refused_status
+            audit["outcome"] = "refused" if status in (401, 403) else "unavailable"
+            reason = explain_refusal(bound.server, status) or (
+                f"MCP server {bound.server!r} became unavailable during this run "
+                f"({_one_line(exc)})"
+            )
+            log.warning("tool call %s on %s failed: %s", call["name"], bound.server, reason)
+            return _tool_error(call, reason)
+        if isinstance(result, ToolMessage):
+            audit["outcome"] = "tool_error" if result.status == "error" else "ok"
+            return bound_result(result)
+        audit["outcome"] = "ok"
+        return result
 
     # --- scopes --------------------------------------------------------------------------
 
-    async def _scope(self, runtime: Any) -> RunScope:
-        user = await resolve_user_token(runtime, _current_config())
+    async def _scope(self, runtime: Any, user: UserToken | None = None) -> RunScope:
+        if user is None:
+            user = await resolve_user_token(runtime, _current_config())
         user.ensure_fresh(during_run=True)
         control = getattr(runtime, "control", None) or runtime
         key = id(control)
@@ -213,6 +254,10 @@ def _current_config() -> dict[str, Any] | None:
 def _run_runtime() -> Any:
     """The run's Runtime inside a tool call (ToolRuntime does not carry the run control)."""
     return get_runtime()
+
+
+def _is_cancel(exc: BaseException | None) -> bool:
+    return isinstance(exc, asyncio.CancelledError)
 
 
 def _tool_error(call: dict[str, Any], text: str) -> ToolMessage:

@@ -39,6 +39,7 @@ class SessionUnavailable(Exception):
 
 
 def explain_refusal(server: str, status: int | None) -> str | None:
+    """What an HTTP failure of an MCP server means for the user, or None if none seen."""
     if status == 401:
         return (
             f"MCP server {server!r} no longer accepts your sign-in (401): "
@@ -46,6 +47,10 @@ def explain_refusal(server: str, status: int | None) -> str | None:
         )
     if status == 403:
         return f"MCP server {server!r} says you are not permitted to do this (403)"
+    if status is not None and status >= 500:
+        return f"MCP server {server!r} failed (HTTP {status}); try again later"
+    if status is not None and status >= 400 and status != 404:
+        return f"MCP server {server!r} rejected the request (HTTP {status})"
     return None
 
 
@@ -84,6 +89,8 @@ class McpSession:
         return f"McpSession(server={self.server!r}, closed={self.closed})"
 
     def _on_refused(self, status: int) -> None:
+        if status == 404:
+            return  # the SDK handles an expired session id itself
         self.refused_status = status
         self.broken = True
 

@@ -70,10 +70,13 @@ StatusListener = Callable[[int], None]
 
 
 def client_factory(on_refused: StatusListener | None = None) -> Callable[..., httpx.AsyncClient]:
-    """An `httpx_client_factory` for langchain-mcp-adapters connections."""
+    """An `httpx_client_factory` for langchain-mcp-adapters connections.
+
+    `on_refused` hears the status of every failed response (>= 400).
+    """
 
     async def _report(response: httpx.Response) -> None:
-        if on_refused is not None and response.status_code in (401, 403):
+        if on_refused is not None and response.status_code >= 400:
             on_refused(response.status_code)
 
     def factory(
