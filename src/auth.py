@@ -16,11 +16,13 @@ from typing import Any
 from langgraph_sdk import Auth
 
 from onbehalf.jwt_auth import InvalidToken, JwtVerifier, parse_bearer
+from onbehalf.production import enforce_production_settings
 from onbehalf.sealing import process_sealing_keys, seal_token
 from onbehalf.settings import SettingsError, auth_settings
 
 log = logging.getLogger("onbehalf.auth")
 
+enforce_production_settings()  # the server must not start on a dev-only configuration
 auth = Auth()
 
 

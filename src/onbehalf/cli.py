@@ -62,6 +62,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE_EXIT_CODE, f"{self.prog}: error: {message}\n")
 
 
+def _secrets(args: argparse.Namespace) -> int:
+    from onbehalf.secrets_cli import cmd_secrets
+
+    return cmd_secrets(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="onbehalf",
@@ -96,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("execution_id")
     p.add_argument("--ttl", type=int, default=None, help="upper bound on the TTL in seconds")
     p.set_defaults(func=_handoff_put)
+
+    secrets = sub.add_parser(
+        "secrets", help="a user's connected-account credentials (for user_secret servers)"
+    )
+    ssub = secrets.add_subparsers(dest="secrets_command", required=True, parser_class=_Parser)
+    for action, text in (("set", "store a secret (value read from stdin)"),
+                         ("delete", "delete a secret"), ("list", "list secret names")):
+        p = ssub.add_parser(action, help=text)
+        p.add_argument("--as", dest="user", required=True, help="whose secret")
+        if action != "list":
+            p.add_argument("name", help="the secret's name, as the servers file names it")
+        p.set_defaults(func=_secrets)
 
     worker = sub.add_parser("worker", help="background worker commands")
     wsub = worker.add_subparsers(dest="worker_command", required=True, parser_class=_Parser)

@@ -98,13 +98,44 @@ class SealingKeys:
         return {_key_id(k): k for k in self.keys}
 
 
-def seal_token(keys: SealingKeys, token: str, *, identity: str, expires_at: int) -> str:
-    """Encrypt a verified token for one identity until its own expiry."""
+def seal_value(keys: SealingKeys, value: str, aad: bytes) -> str:
+    """Encrypt any secret under the first key, bound to `aad` (who and what it is for)."""
     key = keys.keys[0]
     nonce = os.urandom(_NONCE_BYTES)
-    ciphertext = AESGCM(key).encrypt(nonce, token.encode(), _aad(identity, expires_at))
+    ciphertext = AESGCM(key).encrypt(nonce, value.encode(), aad)
     body = base64.urlsafe_b64encode(nonce + ciphertext).decode().rstrip("=")
     return f"{_VERSION}.{_key_id(key)}.{body}"
+
+
+def unseal_value(keys: SealingKeys, sealed: str, aad: bytes) -> SecretStr:
+    """Open a sealed value with whichever key sealed it; the same `aad` must be given."""
+    try:
+        version, key_id, body = sealed.split(".", 2)
+    except (AttributeError, ValueError):
+        raise SealingError("malformed", "the sealed value is malformed") from None
+    if version != _VERSION:
+        raise SealingError("malformed", f"unknown sealed value version {version!r}")
+    key = keys._by_id().get(key_id)
+    if key is None:
+        raise SealingError(
+            "unknown_key",
+            "you signed in before a key rotation (TOKEN_SEALING_KEY changed): please retry "
+            "the request so that your token is sealed with the current key",
+        )
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        plaintext = AESGCM(key).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], aad)
+    except (InvalidTag, ValueError, binascii.Error):
+        raise SealingError(
+            "tampered",
+            "the sealed token does not belong to this user or was altered; sign in again",
+        ) from None
+    return SecretStr(plaintext.decode())
+
+
+def seal_token(keys: SealingKeys, token: str, *, identity: str, expires_at: int) -> str:
+    """Encrypt a verified token for one identity until its own expiry."""
+    return seal_value(keys, token, _aad(identity, expires_at))
 
 
 def unseal_token(
@@ -120,30 +151,7 @@ def unseal_token(
         raise SealingError(
             "expired", "your sign-in expired before this run could use it: sign in again"
         )
-    try:
-        version, key_id, body = sealed.split(".", 2)
-    except (AttributeError, ValueError):
-        raise SealingError("malformed", "the sealed token is malformed") from None
-    if version != _VERSION:
-        raise SealingError("malformed", f"unknown sealed token version {version!r}")
-    key = keys._by_id().get(key_id)
-    if key is None:
-        raise SealingError(
-            "unknown_key",
-            "you signed in before a key rotation (TOKEN_SEALING_KEY changed): please retry "
-            "the request so that your token is sealed with the current key",
-        )
-    try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-        plaintext = AESGCM(key).decrypt(
-            raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(identity, expires_at)
-        )
-    except (InvalidTag, ValueError, binascii.Error):
-        raise SealingError(
-            "tampered",
-            "the sealed token does not belong to this user or was altered; sign in again",
-        ) from None
-    return SecretStr(plaintext.decode())
+    return unseal_value(keys, sealed, _aad(identity, expires_at))
 
 
 @lru_cache(maxsize=1)

@@ -12,15 +12,24 @@ import asyncio
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import jwt
 
 from agents.kit.errors import OnBehalfError
-from agents.kit.servers import McpServer, StaticAuth, TokenExchangeAuth, UserTokenAuth
+from agents.kit.servers import (
+    McpServer,
+    StaticAuth,
+    TokenExchangeAuth,
+    UserSecretAuth,
+    UserTokenAuth,
+)
 from agents.kit.tokens import UserToken
 from agents.kit.transport import shared_transport
+from onbehalf.user_secrets import StoredSecret, UserSecretError, UserSecretStore
 
 
 class CredentialUnavailable(OnBehalfError):
@@ -31,22 +40,78 @@ class CredentialUnavailable(OnBehalfError):
         self.server = server
 
 
+Revoke = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServerCredential:
+    """One user's connection to one server, and how to drop its credential if refused."""
+
+    connection: dict[str, Any] = field(repr=False)
+    kind: str
+    connect_url: str | None = None
+    revoke: Revoke | None = field(default=None, repr=False)
+    """Compare-and-delete of the cached/stored credential that was actually sent."""
+
+    @property
+    def reconnectable(self) -> bool:
+        """A refusal means "reconnect that account", not "sign in again"."""
+        return self.kind in ("token_exchange", "user_secret")
+
+
+_secret_store: UserSecretStore | None = None
+
+
+def secret_store() -> UserSecretStore:
+    """The per-user secret store (created on first use, from REDIS_URL)."""
+    global _secret_store
+    if _secret_store is None:
+        _secret_store = UserSecretStore()
+    return _secret_store
+
+
+def use_secret_store(store: UserSecretStore | None) -> None:
+    """Point the kit at another store (tests, embedding applications)."""
+    global _secret_store
+    _secret_store = store
+
+
 _EXCHANGE_CACHE_SIZE = 2048
 _EXCHANGE_MARGIN_SECONDS = 30
 _exchange_cache: OrderedDict[tuple[str, str, str, str], tuple[str, float]] = OrderedDict()
 _exchange_locks: dict[tuple[str, str, str, str], asyncio.Lock] = {}
 
 
-async def connection_for(name: str, server: McpServer, user: UserToken) -> dict[str, Any]:
+async def credential_for(name: str, server: McpServer, user: UserToken) -> ServerCredential:
     """The langchain-mcp-adapters connection for this server, carrying this user's credential."""
     headers = dict(server.headers)
     auth = server.auth
+    revoke: Revoke | None = None
+    connect_url: str | None = None
     if isinstance(auth, UserTokenAuth):
         if auth.audience is not None:
             _require_audience(name, auth.audience, user)
         headers["Authorization"] = f"Bearer {user.token.get_secret_value()}"
     elif isinstance(auth, TokenExchangeAuth):
-        headers["Authorization"] = f"Bearer {await _exchanged_token(name, server, auth, user)}"
+        token = await _exchanged_token(name, server, auth, user)
+        headers["Authorization"] = f"Bearer {token}"
+        key = (user.identity, user.fingerprint, name, server.url)
+        connect_url = auth.connect_url
+
+        async def revoke() -> None:
+            cached = _exchange_cache.get(key)
+            if cached is not None and cached[0] == token:  # compare, then delete
+                del _exchange_cache[key]
+
+    elif isinstance(auth, UserSecretAuth):
+        stored = await _user_secret(name, auth, user)
+        value = stored.value.get_secret_value()
+        headers[auth.header] = f"{auth.scheme} {value}" if auth.scheme else value
+        connect_url = auth.connect_url
+
+        async def revoke() -> None:
+            await secret_store().delete_if_unchanged(user.identity, stored)
+
     elif isinstance(auth, StaticAuth):
         value = os.environ.get(auth.value_env)
         if not value:
@@ -56,12 +121,30 @@ async def connection_for(name: str, server: McpServer, user: UserToken) -> dict[
             )
         headers[auth.header] = f"{auth.scheme} {value}" if auth.scheme else value
     transport = "streamable_http" if server.transport == "http" else server.transport
-    return {
+    connection = {
         "transport": transport,
         "url": server.url,
         "headers": headers,
         "timeout": server.timeout_seconds,
     }
+    return ServerCredential(
+        connection=connection, kind=auth.type, connect_url=connect_url, revoke=revoke
+    )
+
+
+async def _user_secret(name: str, auth: UserSecretAuth, user: UserToken) -> StoredSecret:
+    hint = f" at {auth.connect_url}" if auth.connect_url else ""
+    try:
+        stored = await secret_store().get(user.identity, auth.secret)
+    except UserSecretError as exc:
+        raise CredentialUnavailable(name, f"MCP server {name!r}: {exc}") from None
+    if stored is None:
+        raise CredentialUnavailable(
+            name,
+            f"MCP server {name!r} needs your connected {auth.secret!r} account: "
+            f"connect it{hint} and retry",
+        )
+    return stored
 
 
 def _require_audience(name: str, audience: str, user: UserToken) -> None:
@@ -107,9 +190,9 @@ async def _exchange(
         "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
         "requested_token_type": "urn:ietf:params:oauth:token-type:access_token",
     }
-    for field in ("audience", "resource", "scope"):
-        if getattr(auth, field):
-            form[field] = getattr(auth, field)
+    for param in ("audience", "resource", "scope"):
+        if getattr(auth, param):
+            form[param] = getattr(auth, param)
     basic: tuple[str, str] | None = None
     if auth.client_id_env:
         client_id = os.environ.get(auth.client_id_env)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -19,11 +18,13 @@ from typing import Any
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import SystemMessage, ToolMessage
 from langgraph.config import get_config
+from langgraph.errors import GraphInterrupt
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime, get_runtime
-from langgraph.types import Command
+from langgraph.types import Command, interrupt
 
 from agents.kit.audit import record_tool_call, run_coordinates
+from agents.kit.credentials import ServerCredential
 from agents.kit.errors import OnBehalfError, UserTokenExpired
 from agents.kit.results import bound_result
 from agents.kit.run_scope import RunScope
@@ -105,8 +106,11 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
         try:
             result = await self._call_mcp_tool(request, handler, runtime, config, audit)
             return result
-        except BaseException:
-            audit["outcome"] = "cancelled" if _is_cancel(sys.exc_info()[1]) else "failed"
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                audit["outcome"] = "cancelled"
+            elif not isinstance(exc, GraphInterrupt):
+                audit["outcome"] = "failed"
             self._close_soon(runtime)
             raise
         finally:
@@ -136,7 +140,10 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
             bound = scope.tools.get(call["name"])
             if bound is None:
                 audit["outcome"] = "not_allowed"
-                return _tool_error(call, f"tool {call['name']!r} is not available to you here")
+                why = "".join(f" {reason}." for reason in scope.unavailable.values())
+                return _tool_error(
+                    call, f"tool {call['name']!r} is not available to you here.{why}"
+                )
             audit["server"] = bound.server
             if not scope.belongs_to(user):
                 audit["outcome"] = "refused"
@@ -161,6 +168,9 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
             bound.session.broken = True
             status = bound.session.refused_status
             audit["outcome"] = "refused" if status in (401, 403) else "unavailable"
+            credential = scope.credentials.get(bound.server)
+            if status == 401 and credential is not None and credential.reconnectable:
+                return await _ask_to_reconnect(call, bound.server, credential)
             reason = explain_refusal(bound.server, status) or (
                 f"MCP server {bound.server!r} became unavailable during this run "
                 f"({_one_line(exc)})"
@@ -256,8 +266,29 @@ def _run_runtime() -> Any:
     return get_runtime()
 
 
-def _is_cancel(exc: BaseException | None) -> bool:
-    return isinstance(exc, asyncio.CancelledError)
+async def _ask_to_reconnect(
+    call: dict[str, Any], server: str, credential: ServerCredential
+) -> ToolMessage:
+    """Drop the refused credential (only if unchanged), then pause the run for the user.
+
+    Resuming the thread after reconnecting re-runs this tool call with the new
+    credential. If the resumed call is refused again, the model is told.
+    """
+    if credential.revoke is not None:
+        await credential.revoke()
+    where = f" at {credential.connect_url}" if credential.connect_url else ""
+    interrupt(
+        {
+            "type": "reconnect_account",
+            "server": server,
+            "connect_url": credential.connect_url,
+            "message": f"MCP server {server!r} no longer accepts your connected account: "
+            f"reconnect it{where}, then resume this thread",
+        }
+    )
+    return _tool_error(
+        call, f"MCP server {server!r} refused your reconnected account again: reconnect it{where}"
+    )
 
 
 def _tool_error(call: dict[str, Any], text: str) -> ToolMessage:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from langchain_core.tools import BaseTool
 from mcp.types import Tool as McpTool
 
-from agents.kit.credentials import CredentialUnavailable, connection_for
+from agents.kit.credentials import CredentialUnavailable, ServerCredential, credential_for
 from agents.kit.pool import SessionKey, session_pool
 from agents.kit.servers import McpServer, McpServersConfig
 from agents.kit.sessions import McpSession, SessionUnavailable
@@ -54,6 +54,7 @@ class RunScope:
     allowlist: Sequence[str] | None
     sessions: dict[str, McpSession] = field(default_factory=dict)
     keys: dict[str, SessionKey] = field(default_factory=dict)
+    credentials: dict[str, ServerCredential] = field(default_factory=dict)
     tools: dict[str, BoundTool] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     last_used: float = field(default_factory=time.monotonic)
@@ -99,7 +100,9 @@ class RunScope:
                 self.tools[public] = BoundTool(server=server, tool=tool, session=session)
 
     async def _open(self, name: str, server: McpServer, user: UserToken) -> list[McpTool]:
-        connection = await connection_for(name, server, user)
+        credential = await credential_for(name, server, user)
+        self.credentials[name] = credential
+        connection = credential.connection
         key = SessionKey(
             server=name,
             url=server.url,

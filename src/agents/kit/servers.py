@@ -48,6 +48,8 @@ class TokenExchangeAuth(_Strict):
     scope: str | None = None
     client_id_env: str | None = None
     client_secret_env: str | None = None
+    connect_url: str | None = None
+    """Where a user re-authorizes when the exchange is refused (shown in the interrupt)."""
 
     @field_validator("client_id_env", "client_secret_env")
     @classmethod
@@ -73,6 +75,25 @@ class StaticAuth(_Strict):
         return value
 
 
+class UserSecretAuth(_Strict):
+    """The user's own credential for a third-party service (a connected account)."""
+
+    type: Literal["user_secret"]
+    secret: str
+    """Name of the secret in the per-user store (`onbehalf secrets set --as USER NAME`)."""
+    header: str = "Authorization"
+    scheme: str | None = "Bearer"
+    connect_url: str | None = None
+    """Where the user connects or reconnects that account."""
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", value):
+            raise ValueError(f"{value!r} is not a valid secret name")
+        return value
+
+
 class NoAuth(_Strict):
     """No credential at all (public servers)."""
 
@@ -80,7 +101,8 @@ class NoAuth(_Strict):
 
 
 ServerAuth = Annotated[
-    UserTokenAuth | TokenExchangeAuth | StaticAuth | NoAuth, Field(discriminator="type")
+    UserTokenAuth | TokenExchangeAuth | UserSecretAuth | StaticAuth | NoAuth,
+    Field(discriminator="type"),
 ]
 
 
@@ -141,7 +163,7 @@ def _describe(exc: ValidationError, source: str) -> str:
             where = f"server {loc[1]!r}"
             key = ".".join(p for p in loc[2:] if not p.startswith(("function-", "tagged-union")))
             # the discriminated union adds the tag to the path: drop it for readability
-            key = re.sub(r"\.(user_token|token_exchange|static|none)(?=\.|$)", "", key)
+            key = re.sub(r"\.(user_token|token_exchange|user_secret|static|none)(?=\.|$)", "", key)
             lines.append(f"{where}: {key or 'entry'}: {msg}")
         else:
             lines.append(f"{'.'.join(loc) or 'file'}: {msg}")
