@@ -1,0 +1,61 @@
+"""ONBEHALF_ENV=production refuses a dev-only configuration, naming every variable at fault."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from onbehalf.production import enforce_production_settings
+from onbehalf.settings import SettingsError
+
+GOOD = {
+    "ONBEHALF_ENV": "production",
+    "TOKEN_SEALING_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+    "AUTH_JWKS_URL": "https://idp.example/.well-known/jwks.json",
+    "AUTH_JWT_ISSUER": "https://idp.example/",
+    "AUTH_JWT_AUDIENCE": "onbehalf-api",
+}
+
+
+def test_a_production_configuration_passes() -> None:
+    enforce_production_settings(GOOD)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"TOKEN_SEALING_KEY": ""}, "TOKEN_SEALING_KEY"),
+        ({"AUTH_JWT_ISSUER": ""}, "AUTH_JWT_ISSUER"),
+        ({"AUTH_JWT_AUDIENCE": ""}, "AUTH_JWT_AUDIENCE"),
+        ({"AUTH_JWT_SECRET": "short-dev-secret"}, "AUTH_JWT_SECRET"),
+    ],
+)
+def test_dev_only_settings_are_refused(change: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        enforce_production_settings({**GOOD, **change})
+
+
+def test_outside_production_nothing_is_enforced() -> None:
+    enforce_production_settings({"ONBEHALF_ENV": "development"})
+    enforce_production_settings({})
+
+
+def test_the_server_edge_refuses_to_load_in_production_with_dev_settings() -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "TOKEN_SEALING_KEY"}
+    env.update(ONBEHALF_ENV="production", ONBEHALF_NO_DOTENV="1")
+    code = (
+        "import importlib.util,sys;"
+        f"s=importlib.util.spec_from_file_location('auth', {str(root / 'src/auth.py')!r});"
+        "m=importlib.util.module_from_spec(s);s.loader.exec_module(m)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    assert "refusing to start with ONBEHALF_ENV=production" in result.stderr
+    assert "TOKEN_SEALING_KEY" in result.stderr
