@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEV_SERVER_PORT ?= 2024
+DEV_MCP_PORT    ?= 8765
 
 .PHONY: dev test lint bench clean
 
@@ -15,7 +17,7 @@ $(STAMP): pyproject.toml
 
 ## dev: the tickets MCP server on 127.0.0.1:8765 and `langgraph dev` on 127.0.0.1:2024, offline model
 dev: $(STAMP)
-	@$(BIN)/python -m onbehalf.devserver
+	@DEV_SERVER_PORT=$(DEV_SERVER_PORT) DEV_MCP_PORT=$(DEV_MCP_PORT) $(BIN)/python -m onbehalf.devserver
 
 ## test: the whole suite; it starts its own Redis, MCP servers and langgraph dev on free ports
 test: $(STAMP)

@@ -8,6 +8,7 @@ server accepts. Ctrl-C stops both processes.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import signal
@@ -20,8 +21,8 @@ from pathlib import Path
 from onbehalf.dotenv import load_project_dotenv
 
 ROOT = Path(__file__).resolve().parents[2]
-MCP_PORT = 8765
-SERVER_PORT = 2024
+MCP_PORT = int(os.environ.get("DEV_MCP_PORT", "8765"))
+SERVER_PORT = int(os.environ.get("DEV_SERVER_PORT", "2024"))
 DEV_DEFAULTS = {
     "AUTH_JWT_ISSUER": "https://dev.onbehalf.local",
     "AUTH_JWT_AUDIENCE": "onbehalf-api",
@@ -69,13 +70,18 @@ def main() -> int:
     os.chdir(ROOT)
     _ensure_dotenv(ROOT / ".env")
     load_project_dotenv(ROOT / ".env")
-    for port, what in ((MCP_PORT, "tickets MCP server"), (SERVER_PORT, "langgraph dev")):
+    for port, what, var in ((MCP_PORT, "tickets MCP server", "DEV_MCP_PORT"),
+                            (SERVER_PORT, "langgraph dev", "DEV_SERVER_PORT")):
         if not _port_free(port):
             print(f"make dev: port {port} (for the {what}) is already in use; stop whatever "
-                  "uses it and retry", file=sys.stderr)
+                  f"uses it, or pick another port: make dev {var}=<port>", file=sys.stderr)
             return 1
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ)
+    if MCP_PORT != 8765:  # mcp_servers.json names 8765; point the agents at the moved server
+        servers = {"servers": {"tickets": {"url": f"http://127.0.0.1:{MCP_PORT}/mcp"}}}
+        env.setdefault("MCP_SERVERS", json.dumps(servers))
+    prefix = "" if SERVER_PORT == 2024 else f"LANGGRAPH_URL=http://127.0.0.1:{SERVER_PORT} "
     procs: list[subprocess.Popen[bytes]] = []
     try:
         mcp = subprocess.Popen(
@@ -100,12 +106,13 @@ def main() -> int:
             f"  LangGraph server  http://127.0.0.1:{SERVER_PORT}\n"
             f"  tickets MCP       http://127.0.0.1:{MCP_PORT}/mcp\n"
             "\nIn another terminal, act as alice or bob:\n"
-            '  .venv/bin/onbehalf chat --as alice "list_tickets"\n'
-            '  .venv/bin/onbehalf chat --as bob "list_tickets status=open"\n'
-            '  .venv/bin/onbehalf chat --as alice "get_ticket ticket_id=T-1001"\n'
-            '  .venv/bin/onbehalf chat --as bob "get_ticket ticket_id=T-1001"   # not his\n'
-            '  .venv/bin/onbehalf chat --as alice --graph ticket_triage "create_ticket"'
-            "   # refused: read-only graph\n"
+            f'  {prefix}.venv/bin/onbehalf chat --as alice "list_tickets"\n'
+            f'  {prefix}.venv/bin/onbehalf chat --as bob "list_tickets status=open"\n'
+            f'  {prefix}.venv/bin/onbehalf chat --as alice "get_ticket ticket_id=T-1001"\n'
+            f'  {prefix}.venv/bin/onbehalf chat --as bob "get_ticket ticket_id=T-1001"'
+            "   # not his: not found\n"
+            f'  {prefix}.venv/bin/onbehalf chat --as alice --graph ticket_triage '
+            '"create_ticket title=x body=y"   # read-only graph: no create_ticket\n'
             "  .venv/bin/onbehalf token alice   # a raw JWT for curl or the SDK\n"
             "\nCtrl-C stops both servers.\n",
             flush=True,
