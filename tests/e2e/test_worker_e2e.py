@@ -11,6 +11,7 @@ on the server, and that the token is left nowhere afterwards (DESIGN.md §7).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import subprocess
@@ -21,7 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx
+import jwt
 import pytest
 import redis.asyncio as aioredis
 from langgraph_sdk import get_client
@@ -29,7 +32,7 @@ from langgraph_sdk.client import LangGraphClient
 
 from onbehalf.settings import HandoffSettings
 from tests.support.langgraph_server import LangGraphServer, run_langgraph_dev
-from tests.support.leaks import find_leaks
+from tests.support.leaks import find_leaks, leak_needles
 from tests.support.mcp_server import TicketsMcpServer
 from tests.support.tokens import free_port, mint, subprocess_env
 from worker.handoff import TokenHandoff
@@ -42,8 +45,9 @@ PREFIX = "agent-token:"
 ALICE_TICKETS = {"T-1001", "T-1002", "T-1003", "T-1006"}
 BOB_TICKETS = {"T-1002", "T-1004", "T-1005", "T-1006"}
 TICKET_ID = re.compile(r"\bT-\d{4}\b")
-AS_USER = re.compile(r'"as_user"\s*:\s*"([^"]*)"')
+AS_USER = re.compile(r'\bas_user"?\s*:\s*"?([\w.@-]+)')
 PROCESS_TIMEOUT = 60
+WRONG_SECRET = "not-the-servers-secret-" + "s" * 32
 
 
 @dataclass
@@ -77,14 +81,14 @@ class Outcome:
         assert len(lines) == 1, self.stderr
         assert lines[0].startswith("onbehalf: "), lines[0]
         assert "Traceback" not in self.stderr
-        assert self.stdout == "" or all(json.loads(x) for x in self.stdout.splitlines())
+        self.events()  # stdout stays JSON lines even on failure
         return lines[0]
 
 
 async def onbehalf(*args: str, redis_url: str, langgraph_url: str, stdin: str = "") -> Outcome:
     """Run `python -m onbehalf ARGS` with only the worker's settings in its environment."""
     env = subprocess_env(REDIS_URL=redis_url, LANGGRAPH_URL=langgraph_url)
-    with anyio_fail_after(PROCESS_TIMEOUT):
+    with anyio.fail_after(PROCESS_TIMEOUT):
         process = await asyncio.create_subprocess_exec(
             *ONBEHALF, *args,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
@@ -92,12 +96,6 @@ async def onbehalf(*args: str, redis_url: str, langgraph_url: str, stdin: str = 
         out, err = await process.communicate(stdin.encode())
     assert process.returncode is not None
     return Outcome(process.returncode, out.decode(), err.decode())
-
-
-def anyio_fail_after(seconds: float):  # type: ignore[no-untyped-def]
-    import anyio
-
-    return anyio.fail_after(seconds)
 
 
 async def worker_run(
@@ -110,10 +108,19 @@ async def worker_run(
     return await onbehalf(*args, message, redis_url=redis_url, langgraph_url=langgraph_url)
 
 
+def settings_for(redis_url: str, langgraph_url: str | None = None) -> HandoffSettings:
+    """In-process worker settings, explicit so that no developer environment leaks in."""
+    return HandoffSettings(
+        redis_url=redis_url,
+        langgraph_url=langgraph_url or f"http://127.0.0.1:{free_port()}",
+        token_handoff_prefix=PREFIX,
+        token_handoff_ttl_seconds=600,
+    )
+
+
 async def hand_off(redis_url: str, execution_id: str, token: str) -> None:
     """What the API side does: `SET agent-token:<id> <jwt> EX <ttl>` (docs/worker.md)."""
-    settings = HandoffSettings(redis_url=redis_url)
-    async with TokenHandoff(settings) as handoff:
+    async with TokenHandoff(settings_for(redis_url)) as handoff:
         await handoff.put(execution_id, token)
 
 
@@ -223,7 +230,7 @@ async def test_worker_with_bobs_token_cannot_run_on_alices_thread(
         # The same refusal through the Python API.
         bob_again = new_id("bob-on-alice")
         await hand_off(redis_url, bob_again, mint("bob"))
-        settings = HandoffSettings(redis_url=redis_url, langgraph_url=langgraph_server.url)
+        settings = settings_for(redis_url, langgraph_server.url)
         with pytest.raises(RunRejected) as rejected:
             async for _ in run_execution(
                 bob_again, "assistant",
@@ -245,6 +252,22 @@ async def test_worker_with_bobs_token_cannot_run_on_alices_thread(
 
 
 # --- the token is left nowhere ---------------------------------------------------------
+
+
+def test_leak_scanner_finds_every_form_of_a_token_and_never_prints_it() -> None:
+    token, other = mint("alice"), mint("bob")
+    signature = token.rsplit(".", 1)[1]
+    assert find_leaks(f"x{other}y" + json.dumps({"sig": other.rsplit(".", 1)[1]}), token) == []
+    for secret in (token, signature):
+        for padding in (b"", b"a", b"ab", b"abc"):
+            blob = padding + b'{"authorization": "Bearer ' + secret.encode() + b'"}'
+            for encode in (base64.b64encode, base64.urlsafe_b64encode):
+                haystack = json.dumps({"blob": encode(blob).decode()})
+                found = find_leaks(haystack, [other, token])
+                assert found and all(f.startswith("token 2 ") for f in found), found
+                assert all(signature not in f for f in found)
+        assert find_leaks(b"raw:" + secret.encode(), [token])
+    assert set(leak_needles(token)) >= {token, signature}
 
 
 async def test_token_is_found_nowhere_after_worker_runs(
@@ -280,10 +303,10 @@ async def test_token_is_found_nowhere_after_worker_runs(
         await hand_off(redis_url, again_id, token_for("alice"))
         await hand_off(redis_url, api_id, token_for("bob"))
         await hand_off(redis_url, refused_id, token_for("bob"))
-        await hand_off(redis_url, forged_id, token_for("alice", secret="not-the-server-" + "s" * 32))
+        await hand_off(redis_url, forged_id, token_for("alice", secret=WRONG_SECRET))
 
         async def through_api() -> list[dict[str, Any]]:
-            settings = HandoffSettings(redis_url=redis_url, langgraph_url=url)
+            settings = settings_for(redis_url, url)
             return [event async for event in run_execution(
                 api_id, "assistant",
                 {"messages": [{"role": "user", "content": "get_ticket ticket_id=T-1004"}]},
@@ -339,7 +362,8 @@ async def test_token_is_found_nowhere_after_worker_runs(
         # The inmem runtime writes .langgraph_api/ on shutdown.
         server.stop()
         files = server.written_files()
-        assert files, "langgraph dev wrote no .langgraph_api files: nothing to scan"
+        assert any(alice_thread.encode() in path.read_bytes() for path in files), \
+            "the .langgraph_api files hold no record of the runs: the scan would prove nothing"
         for path in files:
             assert_no_leak(str(path.relative_to(server.workdir)), path.read_bytes(), tokens)
         log = server.log_text()
@@ -456,7 +480,7 @@ async def test_worker_with_a_badly_signed_token_exits_3_with_the_servers_detail(
     langgraph_server: LangGraphServer, redis_url: str, redis_client: aioredis.Redis
 ) -> None:
     execution_id = new_id("forged")
-    forged = mint("alice", secret="not-the-server-" + "s" * 32)
+    forged = mint("alice", secret=WRONG_SECRET)
     await hand_off(redis_url, execution_id, forged)
     outcome = await worker_run(execution_id, "list_tickets", redis_url=redis_url,
                                langgraph_url=langgraph_server.url)
@@ -483,6 +507,4 @@ async def test_handoff_put_of_an_expired_token_exits_2_and_stores_nothing(
 
 
 def _exp(token: str) -> int:
-    import jwt
-
     return int(jwt.decode(token, options={"verify_signature": False})["exp"])

@@ -17,10 +17,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-_ENCODERS = {"base64 standard": base64.b64encode, "base64 urlsafe": base64.urlsafe_b64encode}
+Encoder = Callable[[bytes], bytes]
+
+_ENCODERS: dict[str, Encoder] = {
+    "base64 standard": base64.b64encode,
+    "base64 urlsafe": base64.urlsafe_b64encode,
+}
 
 
 @dataclass(frozen=True)
@@ -42,10 +47,12 @@ def find_leaks(haystack: str | bytes, tokens: str | Iterable[str]) -> list[str]:
     for index, token in enumerate(tokens, start=1):
         label = f"token {index} (sha256 {fingerprint(token)})"
         for needle in _needles(token):
-            target: str | bytes = (
-                needle.text.encode("ascii") if isinstance(haystack, bytes) else needle.text
+            hit = (
+                needle.text.encode("ascii") in haystack
+                if isinstance(haystack, bytes)
+                else needle.text in haystack
             )
-            if target in haystack:  # type: ignore[operator]
+            if hit:
                 found.append(f"{label}: {needle.what}")
     return found
 
@@ -78,7 +85,7 @@ def _needles(token: str) -> list[_Needle]:
     return unique
 
 
-def _aligned_core(raw: bytes, offset: int, encode) -> str:  # type: ignore[no-untyped-def]
+def _aligned_core(raw: bytes, offset: int, encode: Encoder) -> str:
     """The base64 characters that encode only `raw`'s bytes when `offset` bytes precede it.
 
     Only whole 3-byte groups lying inside `raw` are kept: their 4 characters
