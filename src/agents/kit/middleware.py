@@ -154,8 +154,7 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
             return _tool_error(call, str(exc))
         timeout = self._timeout(scope, bound.server)
         try:
-            async with asyncio.timeout(timeout):
-                result = await handler(request.override(tool=bound.tool))
+            result = await bound.session.call(handler(request.override(tool=bound.tool)), timeout)
         except TimeoutError:
             bound.session.broken = True
             audit["outcome"] = "timeout"

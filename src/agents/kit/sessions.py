@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from langchain_core.tools import BaseTool
 from langchain_mcp_adapters.sessions import Connection, create_session
@@ -24,6 +24,7 @@ from mcp.types import ServerNotification, ToolListChangedNotification
 from agents.kit.transport import client_factory
 
 log = logging.getLogger("onbehalf.mcp")
+T = TypeVar("T")
 
 CLOSE_TIMEOUT_SECONDS = 5.0
 
@@ -76,6 +77,8 @@ class McpSession:
         self.bound_tools: dict[tuple[str, str], BaseTool] = {}
         """LangChain tools bound to this session, by (MCP name, public name)."""
         self._on_tools_changed = on_tools_changed
+        self.failed = asyncio.Event()
+        """Set when the server refused a request or the session ended: calls stop waiting."""
         conn = dict(connection)
         conn["httpx_client_factory"] = client_factory(self._on_refused)
         conn["session_kwargs"] = {"message_handler": self._on_message}
@@ -93,6 +96,7 @@ class McpSession:
             return  # the SDK handles an expired session id itself
         self.refused_status = status
         self.broken = True
+        self.failed.set()
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, ServerNotification) and isinstance(
@@ -155,6 +159,7 @@ class McpSession:
                 log.info("MCP session to %s ended: %s", self.server, reason)
         finally:
             self.closed = True
+            self.failed.set()
             if not self._ready.done():
                 self._ready.set_exception(
                     SessionUnavailable(self.server, f"MCP session to {self.server!r} closed")
@@ -162,6 +167,34 @@ class McpSession:
             # a failure nobody awaited must not be reported as "never retrieved"
             if self._ready.done() and not self._ready.cancelled():
                 self._ready.exception()
+
+    async def call(self, work: Awaitable[T], limit_seconds: float) -> T:
+        """Await a request over this session, but stop as soon as the session fails.
+
+        The MCP SDK leaves a request waiting when its session dies (e.g. after an
+        HTTP 401), so each call races the session's failure and the timeout.
+        """
+        task = asyncio.ensure_future(work)
+        failed = asyncio.ensure_future(self.failed.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {task, failed}, timeout=limit_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            failed.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        if not done:
+            raise TimeoutError
+        raise SessionUnavailable(
+            self.server,
+            explain_refusal(self.server, self.refused_status)
+            or f"MCP server {self.server!r} ended the session",
+            status=self.refused_status,
+        )
 
     async def aclose(self) -> None:
         """Close the session (the server is told with DELETE); bounded in time."""
