@@ -83,3 +83,22 @@ def test_cli_set_list_delete_never_prints_the_value(redis_url: str) -> None:
         assert "ghp_carol_value" not in r.stdout + r.stderr
     empty = run("set", "--as", "carol", "github", stdin="")
     assert empty.returncode != 0 and "stdin" in empty.stderr
+
+
+async def test_rotation_old_secrets_open_with_old_and_new_keys(redis_url: str) -> None:
+    import base64
+    import os
+
+    from onbehalf.sealing import SealingKeys
+
+    def ring(*keys: bytes) -> SealingKeys:
+        return SealingKeys.parse(",".join(base64.urlsafe_b64encode(k).decode() for k in keys))
+
+    old, new = os.urandom(32), os.urandom(32)
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    await UserSecretStore(client, url=redis_url, keys=ring(old)).set("dana", "github", "v1")
+    rotated = UserSecretStore(client, url=redis_url, keys=ring(new, old))
+    stored = await rotated.get("dana", "github")
+    assert stored is not None and stored.value.get_secret_value() == "v1"
+    with pytest.raises(UserSecretError, match="reconnect"):
+        await UserSecretStore(client, url=redis_url, keys=ring(new)).get("dana", "github")
