@@ -15,6 +15,7 @@ the server according to its own disconnect policy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -151,6 +152,7 @@ class _ServerCalls:
             self._started = True
             run: dict[str, Any] = {}
             last_values: Any = None
+            paused = False
             remote = RemoteGraph(graph_id, client=self._client)
             async for part in remote.astream(
                 dict(input),
@@ -163,7 +165,10 @@ class _ServerCalls:
                     last_values = part["data"]
                     continue
                 for event in _update_events(part["data"]):
+                    paused = paused or event["event"] == "interrupt"
                     yield event
+            if not paused:
+                await self._require_success(thread_id, run.get("run_id"))
             yield {
                 "event": "done",
                 "thread_id": thread_id,
@@ -177,6 +182,23 @@ class _ServerCalls:
             raise self._status_error(exc, thread_id) from None
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
+
+    async def _require_success(self, thread_id: str, run_id: Any) -> None:
+        """A stream that just ends may be a cancelled run: only `success` is done."""
+        if not run_id:
+            return
+        status = "pending"
+        for _ in range(20):
+            record = await self._client.runs.get(thread_id, str(run_id))
+            status = str(record.get("status"))
+            if status not in ("pending", "running"):
+                break
+            await asyncio.sleep(0.1)
+        if status != "success":
+            raise RunFailed(
+                f"the run did not finish: the server reports status {status!r} "
+                "(cancelled, interrupted or failed on the server)"
+            )
 
     async def _open_thread(self, execution_id: str, graph_id: str, thread_id: str | None) -> str:
         """The user's own thread: created with their token, or checked to be theirs."""

@@ -79,13 +79,17 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
     ) -> ModelResponse:
         runtime = request.runtime
         try:
-            scope = await self._scope(runtime)
+            try:
+                scope = await self._scope(runtime)
+            except UserTokenExpired as exc:
+                # expired mid-run (the start is guarded by abefore_agent): no MCP tools,
+                # but the model still answers and can tell the user what to do
+                self._close_soon(runtime)
+                return await handler(_with_note(request, f"{exc}. No tools are available."))
             tools = [bound.tool for bound in scope.tools.values()]
             note = scope.availability_note()
             if note:
-                base = request.system_message.content if request.system_message else ""
-                text = f"{base}\n\n{note}" if base else note
-                request = request.override(system_message=SystemMessage(content=text))
+                request = _with_note(request, note)
             return await handler(request.override(tools=[*request.tools, *tools]))
         except BaseException:
             self._close_soon(runtime)
@@ -263,6 +267,13 @@ def _current_config() -> dict[str, Any] | None:
 def _run_runtime() -> Any:
     """The run's Runtime inside a tool call (ToolRuntime does not carry the run control)."""
     return get_runtime()
+
+
+def _with_note(request: ModelRequest[UserContext], note: str) -> ModelRequest[UserContext]:
+    """The request with `note` appended to its system message (the model must know)."""
+    base = request.system_message.content if request.system_message else ""
+    text = f"{base}\n\n{note}" if base else note
+    return request.override(system_message=SystemMessage(content=text))
 
 
 async def _ask_to_reconnect(

@@ -97,7 +97,7 @@ class SessionPool:
         for slot, (idle_key, session, _) in reversed(self._idle.items()):
             if idle_key == key:
                 del self._idle[slot]
-                if session.alive and session.expires_at > now:
+                if session.alive and not session.broken and session.expires_at > now:
                     self.reused += 1
                     return session
                 self._close_soon(session)
@@ -144,6 +144,7 @@ class SessionPool:
                 now_mono - since > self.settings.idle_seconds
                 or session.expires_at <= now
                 or not session.alive
+                or session.broken
             ):
                 del self._idle[slot]
                 self._close_soon(session)

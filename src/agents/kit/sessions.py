@@ -74,13 +74,14 @@ class McpSession:
         self.refused_status: int | None = None
         self.broken = False
         """Set when a call failed at the transport level: the session is not reused."""
+        self.transport_error: str | None = None
         self.bound_tools: dict[tuple[str, str], BaseTool] = {}
         """LangChain tools bound to this session, by (MCP name, public name)."""
         self._on_tools_changed = on_tools_changed
         self.failed = asyncio.Event()
         """Set when the server refused a request or the session ended: calls stop waiting."""
         conn = dict(connection)
-        conn["httpx_client_factory"] = client_factory(self._on_refused)
+        conn["httpx_client_factory"] = client_factory(self._on_refused, self._on_transport_error)
         conn["session_kwargs"] = {"message_handler": self._on_message}
         self._connection: Connection = conn  # type: ignore[assignment]
         self._ready: asyncio.Future[ClientSession] | None = None
@@ -95,6 +96,11 @@ class McpSession:
         if status == 404:
             return  # the SDK handles an expired session id itself
         self.refused_status = status
+        self.broken = True
+        self.failed.set()
+
+    def _on_transport_error(self, reason: str) -> None:
+        self.transport_error = reason
         self.broken = True
         self.failed.set()
 
@@ -125,7 +131,7 @@ class McpSession:
             async with asyncio.timeout(self.timeout):
                 return await asyncio.shield(self._ready)
         except TimeoutError:
-            await self.aclose()
+            await self._abandon()  # stuck in initialize: nothing to close gracefully
             raise SessionUnavailable(
                 self.server,
                 f"MCP server {self.server!r} did not answer within {self.timeout:g}s",
@@ -192,9 +198,18 @@ class McpSession:
         raise SessionUnavailable(
             self.server,
             explain_refusal(self.server, self.refused_status)
-            or f"MCP server {self.server!r} ended the session",
+            or f"MCP server {self.server!r} became unavailable during this run "
+            f"({self.transport_error or 'session ended'})",
             status=self.refused_status,
         )
+
+    async def _abandon(self) -> None:
+        self._stop.set()
+        self.closed = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({self._task}, timeout=1.0)
 
     async def aclose(self) -> None:
         """Close the session (the server is told with DELETE); bounded in time."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -67,12 +67,56 @@ def shared_transport() -> httpx.AsyncHTTPTransport:
 
 
 StatusListener = Callable[[int], None]
+ErrorListener = Callable[[str], None]
 
 
-def client_factory(on_refused: StatusListener | None = None) -> Callable[..., httpx.AsyncClient]:
+class _WatchedStream(httpx.AsyncByteStream):
+    """A response body that reports a connection lost mid-stream (the SDK swallows it)."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, on_error: ErrorListener) -> None:
+        self._stream = stream
+        self._on_error = on_error
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except httpx.TransportError as exc:
+            self._on_error(f"connection lost ({type(exc).__name__})")
+            raise
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class _WatchedTransport(httpx.AsyncBaseTransport):
+    """The shared pool, seen through one session: transport failures mark that session."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, on_error: ErrorListener) -> None:
+        self._inner = inner
+        self._on_error = on_error
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx.TransportError as exc:
+            self._on_error(f"connection failed ({type(exc).__name__})")
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _WatchedStream(response.stream, self._on_error)
+        return response
+
+    async def aclose(self) -> None:
+        return None  # the pool is shared; see _SharedTransport
+
+
+def client_factory(
+    on_refused: StatusListener | None = None, on_error: ErrorListener | None = None
+) -> Callable[..., httpx.AsyncClient]:
     """An `httpx_client_factory` for langchain-mcp-adapters connections.
 
-    `on_refused` hears the status of every failed response (>= 400).
+    `on_refused` hears the status of every failed response (>= 400); `on_error`
+    hears connection failures, including a stream cut mid-response.
     """
 
     async def _report(response: httpx.Response) -> None:
@@ -85,7 +129,9 @@ def client_factory(on_refused: StatusListener | None = None) -> Callable[..., ht
         auth: httpx.Auth | None = None,
     ) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            transport=shared_transport(),
+            transport=(
+                _WatchedTransport(shared_transport(), on_error) if on_error else shared_transport()
+            ),
             headers=headers,
             timeout=timeout if timeout is not None else httpx.Timeout(30.0),
             auth=auth,
