@@ -26,6 +26,13 @@ _SERVER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def _env_name(cls: type, value: str | None) -> str | None:
+    """Credentials are named, never written, in the servers file."""
+    if value is not None and not _ENV_NAME.match(value):
+        raise ValueError(f"{value!r} is not an environment variable name")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -51,12 +58,7 @@ class TokenExchangeAuth(_Strict):
     connect_url: str | None = None
     """Where a user re-authorizes when the exchange is refused (shown in the interrupt)."""
 
-    @field_validator("client_id_env", "client_secret_env")
-    @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
-            raise ValueError(f"{value!r} is not an environment variable name")
-        return value
+    _env_names = field_validator("client_id_env", "client_secret_env")(_env_name)
 
 
 class StaticAuth(_Strict):
@@ -67,12 +69,7 @@ class StaticAuth(_Strict):
     header: str = "Authorization"
     scheme: str | None = "Bearer"
 
-    @field_validator("value_env")
-    @classmethod
-    def _env_name(cls, value: str) -> str:
-        if not _ENV_NAME.match(value):
-            raise ValueError(f"{value!r} is not an environment variable name")
-        return value
+    _env_names = field_validator("value_env")(_env_name)
 
 
 class UserSecretAuth(_Strict):
