@@ -135,6 +135,7 @@ async def test_store_namespaces_are_per_user(langgraph_server: LangGraphServer) 
         ({"Authorization": "Bearer not.a.jwt"}, "malformed"),
         ({"Authorization": f"Bearer {mint('alice', ttl=-120)}"}, "exp"),
         ({"Authorization": f"Bearer {mint('alice', audience='other')}"}, "aud"),
+        ({"x-auth-scheme": "langsmith"}, "authorization_header"),  # Studio bypass closed
     ],
 )
 async def test_bad_credentials_are_401_with_a_json_detail(
