@@ -158,7 +158,7 @@ class JwtVerifier:
         if alg not in self._algorithms:
             raise InvalidToken(
                 "algorithm",
-                f"token algorithm {alg!r} is not accepted here "
+                f"token algorithm {alg[:32]!r} is not accepted here "
                 f"(allowed: {', '.join(self._algorithms)})",
             )
         return alg
@@ -167,7 +167,8 @@ class JwtVerifier:
         assert self._jwks is not None
         try:
             return self._jwks.get_signing_key_from_jwt(token).key
-        except jwt.PyJWKClientConnectionError:
+        except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError, ValueError):
+            # unreachable, or an answer that is not a JWKS (PyJWT lets JSON errors through)
             raise InvalidToken(
                 "jwks_unavailable",
                 "could not fetch the identity provider's signing keys (AUTH_JWKS_URL); "

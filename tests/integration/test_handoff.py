@@ -281,6 +281,8 @@ def happy_run(request: httpx.Request) -> httpx.Response:
             ("values", {"messages": [{"type": "human", "content": "list my tickets"}, answer]}),
             ("end", None),
         )
+    if request.method == "GET" and request.url.path == f"/threads/{THREAD_ID}/runs/{RUN_ID}":
+        return httpx.Response(200, json={"run_id": RUN_ID, "status": "success"})
     return httpx.Response(404, json={"detail": "Not Found"})
 
 
@@ -335,7 +337,7 @@ async def test_worker_runs_as_the_user_with_the_token_only_in_the_header(
     assert events[-1] == {"event": "done", "thread_id": THREAD_ID, "run_id": RUN_ID,
                           "output": "You have 2 open tickets."}
     assert [r.url.path for r in server.requests] == [
-        "/threads", f"/threads/{THREAD_ID}/runs/stream",
+        "/threads", f"/threads/{THREAD_ID}/runs/stream", f"/threads/{THREAD_ID}/runs/{RUN_ID}",
     ]
     for request in server.requests:
         assert request.headers["authorization"] == f"Bearer {token}"
@@ -354,6 +356,7 @@ async def test_worker_continues_an_existing_thread_after_checking_it(redis_url: 
     assert events[0]["thread_created"] is False
     assert [(r.method, r.url.path) for r in server.requests] == [
         ("GET", f"/threads/{THREAD_ID}"), ("POST", f"/threads/{THREAD_ID}/runs/stream"),
+        ("GET", f"/threads/{THREAD_ID}/runs/{RUN_ID}"),  # the run really succeeded
     ]
     assert events[-1]["event"] == "done"
 
