@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 DEV_SERVER_PORT ?= 2024
 DEV_MCP_PORT    ?= 8765
 
@@ -27,9 +28,15 @@ test: $(STAMP)
 lint: $(STAMP)
 	@$(BIN)/ruff check .
 
-## bench: per-user MCP against a shared client and the floor, side by side
-bench: $(STAMP)
-	@$(BIN)/python -m bench.run
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	@echo "==> installing the benchmark's extras (.[test,bench]) into $(VENV)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,bench]"
+	@touch $(BENCH_STAMP)
+
+## bench: per-user MCP against a shared client and the floor, side by side (< 5 min;
+## `make bench BENCH_ARGS=--quick` for a ~30 s smoke run); writes bench/results.json, bench/latency.png
+bench: $(BENCH_STAMP)
+	@$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .langgraph_api .pytest_cache

@@ -1,0 +1,267 @@
+"""Turning results into what a person reads: tables, PASS/FAIL per target, and the chart."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.core import CORE_VARIANTS
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float | None
+    limit: float
+    at_most: bool
+    unit: str = "×"
+
+    @property
+    def status(self) -> str:
+        if self.value is None or math.isnan(self.value):
+            return "SKIPPED"
+        ok = self.value <= self.limit if self.at_most else self.value >= self.limit
+        return "PASS" if ok else "FAIL"
+
+    def line(self) -> str:
+        op = "≤" if self.at_most else "≥"
+        shown = "n/a" if self.value is None else f"{self.value:.2f}{self.unit}"
+        target = f"(target {op} {self.limit:g}{self.unit})"
+        return f"{self.status:7s} {self.name:44s} {shown:>10s}  {target}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "limit": self.limit,
+                "at_most": self.at_most, "unit": self.unit, "status": self.status}
+
+
+def _median(results: dict[str, Any], section: str, name: str) -> float | None:
+    try:
+        return float(results[section]["stats"][name]["median_ms"])
+    except (KeyError, TypeError):
+        return None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def core_ratios(results: dict[str, Any]) -> dict[str, float | None]:
+    m = {v: _median(results, "core", v) for v in CORE_VARIANTS}
+    return {
+        "onbehalf-warm / agent-floor": _ratio(m["onbehalf-warm"], m["agent-floor"]),
+        "onbehalf-cold / agent-floor": _ratio(m["onbehalf-cold"], m["agent-floor"]),
+        "seed / onbehalf-warm": _ratio(m["seed"], m["onbehalf-warm"]),
+        "static / onbehalf-warm": _ratio(m["static"], m["onbehalf-warm"]),
+        "agent-floor / floor": _ratio(m["agent-floor"], m["floor"]),
+        "onbehalf-warm / floor": _ratio(m["onbehalf-warm"], m["floor"]),
+    }
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    r = core_ratios(results)
+    d1 = _median(results, "servers", "cold discovery, 1 servers")
+    d5 = _median(results, "servers", "cold discovery, 5 servers")
+    rss_delta: float | None = None
+    steps = {s["users"]: s for s in results.get("users", {}).get("steps", [])}
+    if 100 in steps and 1000 in steps:
+        rss_delta = steps[1000]["rss_mb"] - steps[100]["rss_mb"]
+    crossed: float | None = None
+    if "load" in results:
+        levels = results["load"]["levels"]
+        crossed = float(sum(level["cross_user_answers"] + level["unattributed_answers"]
+                            for level in levels if level["graph"] == "assistant"))
+    return [
+        Target("onbehalf-warm ≤ 1.15 × agent-floor", r["onbehalf-warm / agent-floor"], 1.15, True),
+        Target("onbehalf-cold ≤ 1.8 × agent-floor", r["onbehalf-cold / agent-floor"], 1.8, True),
+        Target("seed / onbehalf-warm ≥ 5", r["seed / onbehalf-warm"], 5, False),
+        Target("static / onbehalf-warm ≥ 3", r["static / onbehalf-warm"], 3, False),
+        Target("cold discovery, 5 servers ≤ 1.5 × 1 server", _ratio(d5, d1), 1.5, True),
+        Target("RSS(1,000 users) − RSS(100 users) ≤ 50 MB", rss_delta, 50, True, " MB"),
+        Target("load run: cross-user answers = 0", crossed, 0, True, ""),
+    ]
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)] if rows \
+        else [len(h) for h in headers]
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+
+
+def _stats_rows(stats: dict[str, dict[str, Any]], base: str | None,
+                extra: Callable[[str, dict[str, Any]], list[str]] | None = None) -> list[list[str]]:
+    base_ms = stats[base]["median_ms"] if base and base in stats else None
+    rows = []
+    for name, s in stats.items():
+        row = [name, f"{s['median_ms']:.1f}", f"{s['p95_ms']:.1f}"]
+        if base_ms:
+            row.append(f"{s['median_ms'] / base_ms:.2f}")
+        if extra:
+            row += extra(name, s)
+        rows.append(row)
+    return rows
+
+
+def render(results: dict[str, Any]) -> str:
+    out: list[str] = []
+    if "core" in results:
+        core = results["core"]
+        out.append(f"## Per run: discover tools + 3 tool calls ({core['iterations']} interleaved "
+                   f"iterations, {core['warmup']} warm-up)")
+        stats = {k: core["stats"][k] for k in CORE_VARIANTS if k in core["stats"]}
+        floor = stats["floor"]["median_ms"]
+        out.append(_table(
+            ["variant", "median ms", "p95 ms", "× agent-floor", "× floor"],
+            _stats_rows(stats, "agent-floor",
+                        lambda n, s: [f"{s['median_ms'] / floor:.2f}"]),
+        ))
+        out.append("")
+        out.append("ratios (medians): " + ", ".join(
+            f"{k} = {v:.2f}" for k, v in core_ratios(results).items() if v is not None))
+        out.append(f"pool at the end: {core['pool']}")
+        out.append("")
+    ablations = (
+        ("ablation_pool_off", "Optimisations off: session pool and tool-list cache"),
+        ("ablation_defaults", "Optimisations off: shared transport; cost of any middleware"),
+    )
+    for key, title in ablations:
+        if key in results:
+            out.append(f"## {title}")
+            out.append(_table(["variant", "median ms", "p95 ms", "× agent-floor"],
+                              _stats_rows(results[key], "agent-floor")))
+            out.append("")
+    for key, title in (("servers", "Servers per run (cold discovery = a new user's run, no call)"),
+                       ("tools", "Tools per server")):
+        if key in results:
+            out.append(f"## {title}")
+            out.append(_table(["variant", "median ms", "p95 ms"],
+                              _stats_rows(results[key]["stats"], None)))
+            out.append("")
+    if "users" in results:
+        u = results["users"]
+        out.append(f"## Distinct users (round robin; pool size {u['pool_size']}, "
+                   f"idle TTL {u['idle_seconds']:g} s; RSS at start {u['rss_mb_start']} MB)")
+        out.append(_table(
+            ["users", "runs", "median ms", "p95 ms", "opened/run", "reused/run", "idle",
+             "RSS MB", "server RSS MB"],
+            [[str(s["users"]), str(s["runs"]), f"{s['median_ms']:.1f}", f"{s['p95_ms']:.1f}",
+              f"{s['sessions_opened_per_run']:.2f}", f"{s['sessions_reused_per_run']:.2f}",
+              str(s["idle_sessions"]), f"{s['rss_mb']:.1f}", f"{s['tickets_server_rss_mb']:.1f}"]
+             for s in u["steps"]],
+        ))
+        out.append("")
+    if "load" in results:
+        lo = results["load"]
+        out.append(f"## langgraph dev under load (--n-jobs-per-worker {lo['n_jobs_per_worker']}, "
+                   f"startup {lo['startup_seconds']} s)")
+        out.append(_table(
+            ["graph", "users", "runs", "failed", "runs/s", "p50 ms", "p95 ms", "cross-user"],
+            [[level["graph"], str(level["users"]), str(level["runs"]), str(level["failed"]),
+              f"{level['runs_per_second']:.1f}", str(level["p50_ms"]), str(level["p95_ms"]),
+              str(level["cross_user_answers"])] for level in lo["levels"]],
+        ))
+        for level in lo["levels"]:
+            for error in level["errors"]:
+                out.append(f"  error ({level['users']} users): {error}")
+        out.append("")
+    if "profile" in results:
+        p = results["profile"]
+        out.append(f"## Profile of {p['runs']} warm runs (pyinstrument; {p['note']})")
+        out.append(f"kit's own code: {p['kit_share'] * 100:.1f}% of the profiled time")
+        out.append(_table(["package (self time)", "share"],
+                          [[e["name"], f"{e['share'] * 100:.1f}%"] for e in p["by_package"][:10]]))
+        out.append("")
+        kit = [[e["name"], f"{e['share'] * 100:.1f}%"] for e in p["kit_functions"][:8]]
+        out.append(_table(["kit function (incl. callees, excl. the agent it wraps)", "share"], kit))
+        out.append("")
+    if "targets" in results:
+        out.append("## Targets")
+        out += [Target(**{k: t[k] for k in ("name", "value", "limit", "at_most", "unit")}).line()
+                for t in results["targets"]]
+    return "\n".join(out)
+
+
+def chart(results: dict[str, Any], path: Path) -> bool:
+    """Draw the chart; False (and no file) when matplotlib is not installed (`.[bench]`)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    ax = axes[0][0]
+    if "core" in results:
+        names = [n for n in CORE_VARIANTS if n in results["core"]["samples_ms"]]
+        data = [results["core"]["samples_ms"][n] for n in names]
+        ax.violinplot(data, showmedians=False, showextrema=False)
+        ax.boxplot(data, widths=0.15, showfliers=True, flierprops={"markersize": 2})
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=20)
+        _log_ms(ax)
+        ax.set_ylabel("ms per run (log scale)")
+        ax.set_title("Per run: discover tools + 3 tool calls")
+        for i, values in enumerate(data, start=1):
+            median = statistics.median(values)
+            ax.annotate(f"{median:.1f}", (i, median), textcoords="offset points",
+                        xytext=(14, -3), fontsize=8)
+    _scaling_panel(axes[0][1], results.get("servers"), "servers per run",
+                   ["cold discovery", "onbehalf-cold", "onbehalf-warm", "seed"], "servers")
+    _scaling_panel(axes[1][0], results.get("tools"), "tools on the server",
+                   ["cold discovery", "onbehalf-warm", "seed"], "tools")
+    ax = axes[1][1]
+    users = results.get("users")
+    if users:
+        steps = users["steps"]
+        xs = [str(s["users"]) for s in steps]
+        ax.bar(xs, [s["median_ms"] for s in steps], color="tab:blue", alpha=0.7)
+        ax.set_xlabel("distinct users (round robin)")
+        ax.set_ylabel("median ms per run", color="tab:blue")
+        twin = ax.twinx()
+        twin.plot(xs, [s["rss_mb"] for s in steps], "o-", color="tab:red")
+        twin.set_ylabel("process RSS MB", color="tab:red")
+        twin.set_ylim(0, max(s["rss_mb"] for s in steps) * 1.15)
+        ax.set_title(f"Users (pool size {users['pool_size']})")
+    else:
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _scaling_panel(ax: Any, section: dict[str, Any] | None, xlabel: str, series: list[str],
+                   unit: str) -> None:
+    if not section:
+        ax.set_axis_off()
+        return
+    counts = section["counts"]
+    for label in series:
+        ys = [section["stats"].get(f"{label}, {c} {unit}", {}).get("median_ms") for c in counts]
+        if any(y is not None for y in ys):
+            ax.plot(counts, ys, "o-", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("median ms per run")
+    _log_ms(ax)
+    ax.set_xticks(counts)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Cost vs {xlabel}")
+
+
+def _log_ms(ax: Any) -> None:
+    from matplotlib.ticker import ScalarFormatter
+
+    ax.set_yscale("log")
+    for axis in (ax.yaxis,):
+        formatter = ScalarFormatter()
+        formatter.set_scientific(False)
+        axis.set_major_formatter(formatter)
+        axis.set_minor_formatter(formatter)
+    ax.tick_params(axis="y", which="minor", labelsize=7)

@@ -1,0 +1,183 @@
+"""`make bench` / `python -m bench.run [--quick] [--only core,users] [--out DIR]`.
+
+One process, real MCP servers on loopback, the offline-capable scripted model.
+Prints the tables and PASS/FAIL per target, writes `results.json`,
+`latency.png` and `profile_onbehalf-warm.txt` to `--out` (default: `bench/`).
+Exits 0 when every section ran, whatever the targets say (it is a report);
+1 when a section itself failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import core, scaling
+from bench.report import chart, render, targets
+from bench.servers import Fleet, configured, start_fleet
+
+SECTIONS = ("users", "core", "ablation", "servers", "tools", "profile", "load")
+"""In the order they run: `users` first, so that its RSS figures start from a fresh process."""
+SERVERS = [f"s{i}" for i in range(1, 6)]
+MANY = {n: f"many{n}" for n in scaling.TOOL_COUNTS}
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Plan:
+    core: tuple[int, int] = (120, 10)
+    ablation: tuple[int, int] = (50, 5)
+    servers: tuple[int, int] = (25, 3)
+    tools: tuple[int, int] = (20, 2)
+    profile_runs: int = 300
+    user_sizes: tuple[int, ...] = (1, 100, 1000)
+    user_rounds: dict[int, int] = field(default_factory=lambda: {1: 100, 100: 3, 1000: 1})
+    load_levels: tuple[tuple[int, int], ...] = ((10, 6), (50, 4))
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(core=(12, 2), ablation=(6, 1), servers=(4, 1), tools=(3, 1), profile_runs=30,
+                   user_sizes=(1, 10, 40), user_rounds={1: 10, 10: 2, 40: 1},
+                   load_levels=((5, 2),))
+
+
+def _versions() -> dict[str, str]:
+    names = ("langgraph", "langchain", "langchain-core", "langchain-mcp-adapters", "mcp",
+             "httpx", "langgraph-api", "pyinstrument")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "missing"
+    return found
+
+
+def _section(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
+    started = time.monotonic()
+    print(f"==> {name} ...", flush=True)
+    try:
+        results[name] = fn()
+    except Exception:
+        results.setdefault("errors", {})[name] = traceback.format_exc()
+        print(f"!!! section {name} failed:\n{traceback.format_exc()}", file=sys.stderr)
+    print(f"    {name}: {time.monotonic() - started:.1f} s", flush=True)
+
+
+def run(plan: Plan, sections: Sequence[str], out: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "meta": {
+            "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "versions": _versions(),
+            "plan": asdict(plan),
+            "sections": list(sections),
+        }
+    }
+    tickets = ["tickets"] + (SERVERS if "servers" in sections else [])
+    many = {name: n for n, name in MANY.items()} if "tools" in sections else {}
+    started = time.monotonic()
+    with start_fleet(tickets, many) as fleet, configured(fleet):
+        _run_sections(results, plan, sections, fleet, out)
+    results["meta"]["seconds"] = round(time.monotonic() - started, 1)
+    results["targets"] = [t.as_dict() for t in targets(results)]
+    return results
+
+
+def _run_sections(results: dict[str, Any], plan: Plan, sections: Sequence[str], fleet: Fleet,
+                  out: Path) -> None:
+    if "users" in sections:
+        _section(results, "users", lambda: asyncio.run(
+            scaling.run_users(fleet, sizes=plan.user_sizes, rounds=plan.user_rounds)))
+    if "core" in sections:
+        it, wu = plan.core
+        _section(results, "core", lambda: asyncio.run(core.run_core(fleet, iterations=it,
+                                                                    warmup=wu)))
+    if "ablation" in sections:
+        it, wu = plan.ablation
+
+        def pool_off() -> Any:
+            with core.environment(MCP_SESSION_IDLE_SECONDS="0", MCP_TOOLS_CACHE_SECONDS="0"):
+                return asyncio.run(core.run_ablation_pool_off(fleet, iterations=it, warmup=wu))
+
+        _section(results, "ablation_pool_off", pool_off)
+        _section(results, "ablation_defaults", lambda: asyncio.run(
+            core.run_ablation_defaults(fleet, iterations=it, warmup=wu)))
+    if "servers" in sections:
+        it, wu = plan.servers
+        _section(results, "servers", lambda: asyncio.run(
+            scaling.run_servers(fleet, SERVERS, iterations=it, warmup=wu)))
+    if "tools" in sections:
+        it, wu = plan.tools
+        _section(results, "tools", lambda: asyncio.run(
+            scaling.run_tools(fleet, MANY, iterations=it, warmup=wu)))
+    if "profile" in sections:
+        _section(results, "profile", lambda: asyncio.run(_profile(fleet, plan.profile_runs, out)))
+    if "load" in sections:
+        from bench.load import run_load
+
+        _section(results, "load", lambda: run_load(fleet, plan.load_levels))
+
+
+async def _profile(fleet: Fleet, runs: int, out: Path) -> dict[str, Any]:
+    import contextlib
+
+    from bench.measure import sequential
+    from bench.profiling import profile_runs
+    from bench.variants import OnBehalf, onbehalf_graph
+
+    warm = OnBehalf(onbehalf_graph(["tickets"]), warm=True)
+    async with contextlib.AsyncExitStack() as stack:
+        await warm.setup(stack)
+        await sequential(warm, runs=10)
+        profile = await profile_runs(warm, runs=runs, out_dir=out)
+        await core.close_pool()
+    return profile
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run (~30 s): few iterations, small sizes")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (default: all of {SECTIONS})")
+    parser.add_argument("--out", type=Path, default=HERE,
+                        help="where results.json, latency.png and the profile go")
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    plan = Plan.quick() if args.quick else Plan()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = run(plan, sections, args.out)
+    results["meta"]["quick"] = args.quick
+    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    drawn = chart(results, args.out / "latency.png")
+    print()
+    print(render(results))
+    print()
+    picture = args.out / "latency.png" if drawn else "none (pip install -e '.[bench]')"
+    print(f"results: {args.out / 'results.json'}   chart: {picture}   "
+          f"({results['meta']['seconds']} s)")
+    if results.get("errors"):
+        print(f"sections that failed: {', '.join(results['errors'])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""How the cost grows: with MCP servers per run, with tools per server, with distinct users.
+
+- servers: 1, 3 and 5 tickets servers (separate processes). Every server
+  exposes the same tools, so with more than one they are prefixed
+  `<server>_` (DESIGN.md §7) and the calls go to the first server. "Cold
+  discovery" is a new user's run whose model answers without calling a tool:
+  open every server's session concurrently, list, filter and bind its tools.
+- tools: one server with 10, 100 or 500 trivial tools (`bench.many_tools_mcp`).
+- users: 1, 100 and 1,000 distinct users taking turns (round robin), with the
+  pool at its default size. Per-run time and this process's RSS after each
+  step. 1,000 users round robin is the worst case for the pool: it holds
+  `MCP_SESSION_POOL_SIZE` (512) sessions, so each user's session has been
+  evicted (least recently used) before their next turn, and every run is cold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.support.tokens import mint
+
+from bench.core import close_pool
+from bench.many_tools_mcp import tool_name
+from bench.measure import Stats, interleaved, rss_mb, sequential
+from bench.servers import Fleet
+from bench.variants import TOKEN_TTL, OnBehalf, cold_user, onbehalf_graph
+from bench.workload import TICKETS_CALLS, Call, WorkloadError, check_agent_result, prefixed
+
+SERVER_COUNTS = (1, 3, 5)
+TOOL_COUNTS = (10, 100, 500)
+
+
+def tickets_calls_for(servers: Sequence[str]) -> tuple[Call, ...]:
+    return TICKETS_CALLS if len(servers) == 1 else prefixed(TICKETS_CALLS, servers[0])
+
+
+MANY_CALLS: tuple[Call, ...] = tuple((tool_name(i), {"query": "q", "limit": 3}) for i in range(3))
+
+
+@dataclass
+class SeedMany:
+    """`seed` against several servers: new client, `get_tools()` on all, calls on the first."""
+
+    urls: dict[str, str]
+    calls: Sequence[Call]
+    name: str
+    user: str = "alice"
+    token: str = ""
+
+    async def setup(self, stack: contextlib.AsyncExitStack) -> None:
+        self.token = mint(self.user, ttl=TOKEN_TTL)
+
+    async def before(self) -> None:
+        return None
+
+    async def run(self, arg: None) -> list[Any]:
+        from langchain_mcp_adapters.client import MultiServerMCPClient
+
+        from bench.variants import call_tools, connection
+
+        client = MultiServerMCPClient(
+            {n: connection(u, self.token) for n, u in self.urls.items()},  # type: ignore[misc]
+            tool_name_prefix=len(self.urls) > 1,
+        )
+        tools = {t.name: t for t in await client.get_tools()}
+        return await call_tools(tools, self.calls)
+
+    def check(self, arg: None, result: list[Any]) -> None:
+        if len(result) != len(self.calls):
+            raise WorkloadError(f"{self.name}: expected {len(self.calls)} results")
+
+
+def _stats(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    return {k: Stats.of(v).__dict__ for k, v in samples.items()}
+
+
+async def run_servers(fleet: Fleet, names: Sequence[str], *, iterations: int,
+                      warmup: int) -> dict[str, Any]:
+    variants: list[Any] = []
+    for count in SERVER_COUNTS:
+        servers = list(names[:count])
+        calls = tickets_calls_for(servers)
+        discovery = onbehalf_graph(servers, calls=())
+        graph = onbehalf_graph(servers, calls=calls)
+        variants += [
+            OnBehalf(discovery, warm=False, calls=(), name=f"cold discovery, {count} servers"),
+            OnBehalf(graph, warm=False, calls=calls, name=f"onbehalf-cold, {count} servers"),
+            OnBehalf(graph, warm=True, calls=calls, name=f"onbehalf-warm, {count} servers"),
+            SeedMany({n: fleet.url(n) for n in servers}, calls, name=f"seed, {count} servers"),
+        ]
+    async with contextlib.AsyncExitStack() as stack:
+        for variant in variants:
+            await variant.setup(stack)
+        samples = await interleaved(variants, iterations=iterations, warmup=warmup, seed=3)
+        await close_pool()
+    return {"counts": list(SERVER_COUNTS), "iterations": iterations, "stats": _stats(samples)}
+
+
+async def run_tools(fleet: Fleet, names: dict[int, str], *, iterations: int,
+                    warmup: int) -> dict[str, Any]:
+    variants: list[Any] = []
+    for count in TOOL_COUNTS:
+        server = names[count]
+        discovery = onbehalf_graph([server], calls=())
+        graph = onbehalf_graph([server], calls=MANY_CALLS)
+        variants += [
+            OnBehalf(discovery, warm=False, calls=(), name=f"cold discovery, {count} tools"),
+            OnBehalf(graph, warm=True, calls=MANY_CALLS, name=f"onbehalf-warm, {count} tools"),
+            SeedMany({server: fleet.url(server)}, MANY_CALLS, name=f"seed, {count} tools"),
+        ]
+    async with contextlib.AsyncExitStack() as stack:
+        for variant in variants:
+            await variant.setup(stack)
+        samples = await interleaved(variants, iterations=iterations, warmup=warmup, seed=5)
+        await close_pool()
+    return {"counts": list(TOOL_COUNTS), "iterations": iterations, "stats": _stats(samples)}
+
+
+@dataclass
+class RoundRobin:
+    """Users taking turns on one graph; each user keeps one token for all their runs."""
+
+    graph: Any
+    users: list[str]
+    name: str = "round robin"
+    tokens: list[str] = field(default_factory=list)
+    turn: int = 0
+
+    async def setup(self, stack: contextlib.AsyncExitStack) -> None:
+        self.tokens = [mint(u, ttl=TOKEN_TTL) for u in self.users]
+
+    async def before(self) -> tuple[str, str]:
+        i = self.turn % len(self.users)
+        self.turn += 1
+        return self.users[i], self.tokens[i]
+
+    async def run(self, arg: tuple[str, str]) -> dict[str, Any]:
+        from bench.workload import say
+
+        return await self.graph.ainvoke(say(), context={"user_token": arg[1]})
+
+    def check(self, arg: tuple[str, str], result: dict[str, Any]) -> None:
+        check_agent_result(result, TICKETS_CALLS, arg[0])
+
+
+async def run_users(
+    fleet: Fleet, *, sizes: Sequence[int], rounds: dict[int, int]
+) -> dict[str, Any]:
+    """Each size: `rounds[size]` rounds of every user; the first round of a size with
+    more than one round is its warm-up (those users' first runs)."""
+    from agents.kit.pool import session_pool
+
+    graph = onbehalf_graph(["tickets"])
+    pool = session_pool()
+    settings = pool.settings
+    results: dict[str, Any] = {
+        "pool_size": settings.max_sessions,
+        "idle_seconds": settings.idle_seconds,
+        "rss_mb_start": round(rss_mb(), 1),
+        "steps": [],
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        for size in sizes:
+            users = [cold_user() for _ in range(size)]
+            variant = RoundRobin(graph, users, name=f"{size} users")
+            await variant.setup(stack)
+            n_rounds = rounds[size]
+            warm_runs = size if n_rounds > 1 else 0
+            opened, reused = pool.opened, pool.reused
+            samples = await sequential(variant, runs=size * n_rounds - warm_runs,
+                                       warmup=warm_runs)
+            runs = size * n_rounds
+            results["steps"].append({
+                "users": size,
+                "runs": runs,
+                "measured_runs": len(samples),
+                **{k: round(v, 3) for k, v in Stats.of(samples).__dict__.items()},
+                "sessions_opened_per_run": round((pool.opened - opened) / runs, 3),
+                "sessions_reused_per_run": round((pool.reused - reused) / runs, 3),
+                "idle_sessions": pool.idle_count,
+                "rss_mb": round(rss_mb(), 1),
+                "tickets_server_rss_mb": round(fleet.servers["tickets"].rss_mb(), 1),
+            })
+        await close_pool()
+    results["rss_mb_after_close"] = round(rss_mb(), 1)
+    return results
