@@ -1,32 +1,31 @@
-"""The shared HTTP pool outlives each session's client; credentials stay on the client."""
+"""Sessions share one TLS context but nothing that carries a credential."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from agents.kit.transport import client_factory, shared_transport
+from agents.kit.transport import client_factory, shared_ssl_context
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_closing_a_session_client_keeps_the_shared_pool_open(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    pool = shared_transport()._pool
-    closed: list[str] = []
+def _inner(client: httpx.AsyncClient) -> httpx.AsyncHTTPTransport:
+    transport = client._transport
+    return getattr(transport, "_inner", transport)  # type: ignore[return-value]
 
-    async def spy_close(*args: object) -> None:
-        closed.append("closed")
 
-    monkeypatch.setattr(pool, "aclose", spy_close)
-    monkeypatch.setattr(pool, "__aexit__", spy_close, raising=False)
-    monkeypatch.setattr(type(pool), "__aexit__", lambda self, *a: spy_close())
-    factory = client_factory()
-    async with factory(headers={"Authorization": "Bearer a"}) as first:
-        assert first._transport is shared_transport()
-    await factory(headers={"Authorization": "Bearer b"}).aclose()
-    assert closed == []
+async def test_every_session_client_reuses_the_one_tls_context() -> None:
+    factory = client_factory(on_error=lambda reason: None)
+    alice, bob = factory(headers={"Authorization": "Bearer A"}), factory(
+        headers={"Authorization": "Bearer B"}
+    )
+    for client in (alice, bob):
+        pool = _inner(client)._pool
+        assert pool._ssl_context is shared_ssl_context()
+    assert _inner(alice) is not _inner(bob)  # pools (and their connections) are per session
+    await alice.aclose()
+    await bob.aclose()
 
 
 async def test_each_client_has_its_own_authorization_header() -> None:
@@ -36,7 +35,6 @@ async def test_each_client_has_its_own_authorization_header() -> None:
     )
     assert alice.headers["authorization"] == "Bearer A"
     assert bob.headers["authorization"] == "Bearer B"
-    assert "authorization" not in {k.lower() for k in shared_transport().__dict__}
     await alice.aclose()
     await bob.aclose()
 
@@ -51,4 +49,13 @@ async def test_refusals_are_reported_to_the_session() -> None:
     client._transport = httpx.MockTransport(handler)
     await client.get("http://mcp.test/mcp")
     assert seen == [401]
+    await client.aclose()
+
+
+async def test_a_lost_connection_is_reported_to_the_session() -> None:
+    reasons: list[str] = []
+    client = client_factory(on_error=reasons.append)()
+    with pytest.raises(httpx.ConnectError):
+        await client.get("http://127.0.0.1:9/mcp")  # nothing listens on the discard port
+    assert reasons and "connection failed" in reasons[0]
     await client.aclose()

@@ -28,7 +28,7 @@ from agents.kit.servers import (
     UserTokenAuth,
 )
 from agents.kit.tokens import UserToken
-from agents.kit.transport import shared_transport
+from agents.kit.transport import session_transport
 from onbehalf.user_secrets import StoredSecret, UserSecretError, UserSecretStore
 
 
@@ -205,7 +205,7 @@ async def _exchange(
         basic = (client_id, secret)
     try:
         async with httpx.AsyncClient(
-            transport=shared_transport(), timeout=server.timeout_seconds
+            transport=session_transport(), timeout=server.timeout_seconds
         ) as client:
             response = await client.post(auth.token_url, data=form, auth=basic)
     except httpx.TimeoutException:

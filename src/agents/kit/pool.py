@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import time
@@ -62,7 +63,7 @@ def _float_env(name: str, default: float) -> float:
 @dataclass(frozen=True)
 class PoolSettings:
     idle_seconds: float = 60.0
-    max_sessions: int = 512
+    max_sessions: int = 256
     tools_cache_seconds: float = 60.0
     max_tool_lists: int = 2048
 
@@ -81,6 +82,7 @@ class SessionPool:
     def __init__(self, settings: PoolSettings | None = None) -> None:
         self.settings = settings or PoolSettings.from_env()
         self._idle: OrderedDict[int, tuple[SessionKey, McpSession, float]] = OrderedDict()
+        self._by_key: dict[SessionKey, list[int]] = {}
         self._tools: OrderedDict[SessionKey, tuple[list[McpTool], float]] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -94,13 +96,12 @@ class SessionPool:
     ) -> McpSession:
         """An idle session opened for exactly this key, or a new one."""
         now = time.time()
-        for slot, (idle_key, session, _) in reversed(self._idle.items()):
-            if idle_key == key:
-                del self._idle[slot]
-                if session.alive and not session.broken and session.expires_at > now:
-                    self.reused += 1
-                    return session
-                self._close_soon(session)
+        while slots := self._by_key.get(key):
+            _, session, _ = self._take(slots[-1])
+            if session.alive and not session.broken and session.expires_at > now:
+                self.reused += 1
+                return session
+            self._close_soon(session)
         session = await open_session()
         self.opened += 1
         return session
@@ -118,10 +119,19 @@ class SessionPool:
             self._close_soon(session)
             return
         self._idle[id(session)] = (key, session, time.monotonic())
+        self._by_key.setdefault(key, []).append(id(session))
         while len(self._idle) > self.settings.max_sessions:
-            _, (_, oldest, _) = self._idle.popitem(last=False)
+            _, oldest, _ = self._take(next(iter(self._idle)))
             self._close_soon(oldest)
         self._ensure_sweeper()
+
+    def _take(self, slot: int) -> tuple[SessionKey, McpSession, float]:
+        entry = self._idle.pop(slot)
+        slots = self._by_key[entry[0]]
+        slots.remove(slot)
+        if not slots:
+            del self._by_key[entry[0]]
+        return entry
 
     @property
     def idle_count(self) -> int:
@@ -129,7 +139,9 @@ class SessionPool:
 
     def _ensure_sweeper(self) -> None:
         if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+            self._sweeper = asyncio.get_running_loop().create_task(
+                self._sweep_forever(), context=contextvars.Context()
+            )
 
     async def _sweep_forever(self) -> None:
         while self._idle:
@@ -146,14 +158,16 @@ class SessionPool:
                 or not session.alive
                 or session.broken
             ):
-                del self._idle[slot]
+                self._take(slot)
                 self._close_soon(session)
         for key, (_, expires) in list(self._tools.items()):
             if expires <= now_mono:
                 del self._tools[key]
 
     def _close_soon(self, session: McpSession) -> None:
-        task = asyncio.get_running_loop().create_task(session.aclose())
+        task = asyncio.get_running_loop().create_task(
+            session.aclose(), context=contextvars.Context()
+        )
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -165,6 +179,7 @@ class SessionPool:
                 await self._sweeper
         sessions = [s for _, s, _ in self._idle.values()]
         self._idle.clear()
+        self._by_key.clear()
         self._tools.clear()
         await asyncio.gather(*(s.aclose() for s in sessions), return_exceptions=True)
         if self._closing:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -126,7 +127,11 @@ class McpSession:
         """Open and initialize the session, bounded by the server's timeout."""
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
-        self._task = asyncio.create_task(self._own(), name=f"mcp-session:{self.server}")
+        # a fresh context: a pooled session must not keep the opening run's config,
+        # runtime or context (and with it that run's token and messages) alive
+        self._task = asyncio.create_task(
+            self._own(), name=f"mcp-session:{self.server}", context=contextvars.Context()
+        )
         try:
             async with asyncio.timeout(self.timeout):
                 return await asyncio.shield(self._ready)

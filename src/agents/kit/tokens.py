@@ -8,7 +8,9 @@ checkpointed. Everything else is refused with a message naming the safe path.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, TypedDict
@@ -100,13 +102,53 @@ async def resolve_user_token(runtime: Any, config: dict[str, Any] | None = None)
                 "refusing context['user_token'] on a server run: the server stores a run's "
                 "context with the run record. The Authorization header is all the server needs."
             )
-        return _from_server_user(user)
+        key = ("server", str(_get(user, "identity")), str(_get(user, "token_expires_at")),
+               str(_get(user, "sealed_token")))
+        return _remembered(key) or _remember(key, _from_server_user(user))
     if context_token:
-        return await _from_context(context_token)
+        key = ("context", context_token if isinstance(context_token, str) else "")
+        return _remembered(key) or _remember(key, await _from_context(context_token))
     raise MissingUserToken(
         "no user token for this run: call the LangGraph server with 'Authorization: Bearer "
         "<jwt>', or in process pass graph.ainvoke(input, context={'user_token': jwt})"
     )
+
+
+_RESOLVED_MAX = 1024
+_resolved: OrderedDict[str, UserToken] = OrderedDict()
+
+
+def _cache_key(parts: tuple[str, ...]) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def _remembered(parts: tuple[str, ...]) -> UserToken | None:
+    """A token already verified (or unsealed) in this process, while it is still valid.
+
+    A run's model and tool calls each resolve the token; verifying the same JWT
+    again every time was half of the kit's own cost. The key is a sha256 of the
+    exact input, so a different token (or seal, or identity) never matches.
+    Expiry is not judged here: every caller checks `ensure_fresh()`.
+    """
+    if not parts[-1]:
+        return None
+    key = _cache_key(parts)
+    found = _resolved.get(key)
+    if found is None:
+        return None
+    if found.seconds_left() <= 0:
+        del _resolved[key]  # callers' ensure_fresh() says when it expired
+    else:
+        _resolved.move_to_end(key)
+    return found
+
+
+def _remember(parts: tuple[str, ...], user: UserToken) -> UserToken:
+    if parts[-1]:
+        _resolved[_cache_key(parts)] = user
+        while len(_resolved) > _RESOLVED_MAX:
+            _resolved.popitem(last=False)
+    return user
 
 
 def _from_server_user(user: Any) -> UserToken:

@@ -1,45 +1,31 @@
-"""The HTTP layer under every MCP session: shared pools, per-session credentials.
+"""The HTTP layer under every MCP session: one TLS context, per-session credentials.
 
 A new `httpx.AsyncClient` per MCP session normally builds a new TLS context
-and connection pool, which is most of what a session costs. Here every
-session's client shares one transport per event loop (TLS context and
-keep-alive pool), while the `Authorization` header stays on that session's
-own client: credentials are never a property of the shared part.
+(reading the CA bundle and parsing it), which was over half of what opening a
+session cost. Here every client shares one TLS context, built once off the
+event loop. Each session keeps its own small connection pool: measured, one
+pool shared by hundreds of pooled sessions (each holding its standing SSE
+stream) made every request scan every connection (docs/performance.md). The
+`Authorization` header lives on the session's own client, never on anything
+shared.
 
-Each client also reports the HTTP status of refused requests to its
-session, because the MCP SDK turns a 401 mid-session into a bare
-"connection closed".
+Each client also reports failures to its session: the HTTP status of refused
+requests (the MCP SDK turns a 401 mid-session into a bare "connection
+closed") and connections lost mid-stream (the SDK swallows those).
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
+import ssl
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import httpx
 
-_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedTransport] = (
-    weakref.WeakKeyDictionary()
-)
-_ssl_context: Any = None
+_ssl_context: ssl.SSLContext | None = None
 
-
-class _SharedTransport(httpx.AsyncHTTPTransport):
-    """A pool that outlives the clients built on it (their `aclose` must not close it)."""
-
-    async def __aenter__(self) -> _SharedTransport:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None  # `async with client:` exits the transport too: keep the pool open
-
-    async def aclose(self) -> None:
-        return None
-
-    async def really_close(self) -> None:
-        await super().aclose()
+StatusListener = Callable[[int], None]
+ErrorListener = Callable[[str], None]
 
 
 async def prepare_transport() -> None:
@@ -49,29 +35,24 @@ async def prepare_transport() -> None:
         _ssl_context = await asyncio.to_thread(httpx.create_ssl_context)
 
 
-def shared_transport() -> httpx.AsyncHTTPTransport:
-    """The keep-alive pool of the running event loop (pools cannot cross loops)."""
+def shared_ssl_context() -> ssl.SSLContext:
+    """The process's TLS context (built synchronously if nobody prepared it)."""
     global _ssl_context
-    loop = asyncio.get_running_loop()
-    transport = _transports.get(loop)
-    if transport is None:
-        if _ssl_context is None:
-            _ssl_context = httpx.create_ssl_context()
-        transport = _SharedTransport(
-            verify=_ssl_context,
-            # one standing SSE stream per open session holds a connection: no hard cap
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
-        )
-        _transports[loop] = transport
-    return transport
+    if _ssl_context is None:
+        _ssl_context = httpx.create_ssl_context()
+    return _ssl_context
 
 
-StatusListener = Callable[[int], None]
-ErrorListener = Callable[[str], None]
+def session_transport() -> httpx.AsyncHTTPTransport:
+    """A small connection pool for one session, on the shared TLS context."""
+    return httpx.AsyncHTTPTransport(
+        verify=shared_ssl_context(),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=4),
+    )
 
 
 class _WatchedStream(httpx.AsyncByteStream):
-    """A response body that reports a connection lost mid-stream (the SDK swallows it)."""
+    """A response body that reports a connection lost mid-stream."""
 
     def __init__(self, stream: httpx.AsyncByteStream, on_error: ErrorListener) -> None:
         self._stream = stream
@@ -90,9 +71,9 @@ class _WatchedStream(httpx.AsyncByteStream):
 
 
 class _WatchedTransport(httpx.AsyncBaseTransport):
-    """The shared pool, seen through one session: transport failures mark that session."""
+    """A session's pool, reporting transport failures to that session."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, on_error: ErrorListener) -> None:
+    def __init__(self, inner: httpx.AsyncHTTPTransport, on_error: ErrorListener) -> None:
         self._inner = inner
         self._on_error = on_error
 
@@ -107,7 +88,7 @@ class _WatchedTransport(httpx.AsyncBaseTransport):
         return response
 
     async def aclose(self) -> None:
-        return None  # the pool is shared; see _SharedTransport
+        await self._inner.aclose()
 
 
 def client_factory(
@@ -128,10 +109,11 @@ def client_factory(
         timeout: httpx.Timeout | None = None,
         auth: httpx.Auth | None = None,
     ) -> httpx.AsyncClient:
+        transport: httpx.AsyncBaseTransport = session_transport()
+        if on_error is not None:
+            transport = _WatchedTransport(transport, on_error)
         return httpx.AsyncClient(
-            transport=(
-                _WatchedTransport(shared_transport(), on_error) if on_error else shared_transport()
-            ),
+            transport=transport,
             headers=headers,
             timeout=timeout if timeout is not None else httpx.Timeout(30.0),
             auth=auth,
