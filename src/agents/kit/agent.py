@@ -11,7 +11,6 @@ from langgraph.graph.state import CompiledStateGraph
 from agents.kit.middleware import McpToolsMiddleware
 from agents.kit.models import load_chat_model
 from agents.kit.tokens import UserContext
-from agents.kit.tracing import inline_untraced_langsmith_hops
 
 
 def build_mcp_agent(
@@ -28,7 +27,6 @@ def build_mcp_agent(
     The chat model comes from `AGENT_MODEL` when the module is imported; no
     user, token or MCP server is touched until a run starts.
     """
-    inline_untraced_langsmith_hops()
     return create_agent(
         model=load_chat_model(),
         tools=[],

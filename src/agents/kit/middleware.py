@@ -31,6 +31,7 @@ from agents.kit.run_scope import RunScope
 from agents.kit.servers import load_servers_config
 from agents.kit.sessions import explain_refusal
 from agents.kit.tokens import UserContext, UserToken, resolve_user_token
+from agents.kit.tracing import inline_untraced_langsmith_hops
 
 log = logging.getLogger("onbehalf.mcp")
 
@@ -55,6 +56,7 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
         servers: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        inline_untraced_langsmith_hops()
         self.allowlist = list(tools) if tools is not None else None
         self.server_names = list(servers) if servers is not None else None
         self._scopes: dict[int, tuple[object, RunScope]] = {}
