@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -248,3 +249,31 @@ async def test_every_tool_call_leaves_one_audit_record_without_the_token(
     assert record["latency_ms"] > 0
     assert token not in caplog.text and token.rsplit(".", 1)[1] not in caplog.text
     assert "T-1001" not in json.dumps(record)  # arguments are not recorded
+
+
+async def test_a_pooled_session_is_closed_when_its_token_expires(
+    tickets_mcp_server: TicketsMcpServer,
+) -> None:
+    pool = session_pool()
+    token = mint("erin", ttl=2)
+    await assistant.ainvoke(say("whoami"), context={"user_token": token})
+    assert pool.idle_count == 1
+    during = await session_counts(tickets_mcp_server.url)
+    await asyncio.sleep(2.5)
+    pool.sweep()
+    assert pool.idle_count == 0
+    await asyncio.sleep(0.5)  # the close (DELETE) runs in the background
+    after = await session_counts(tickets_mcp_server.url)
+    assert delta(during, after, "sessions_active") == -1  # closed on the server too
+
+
+async def test_each_new_sign_in_of_a_user_gets_its_own_session(
+    tickets_mcp_server: TicketsMcpServer,
+) -> None:
+    pool = session_pool()
+    before = await session_counts(tickets_mcp_server.url)
+    for _ in range(2):  # same user, each a fresh short-lived token: never the other's session
+        await assistant.ainvoke(say("whoami"), context={"user_token": mint("frank", ttl=30)})
+    after = await session_counts(tickets_mcp_server.url)
+    assert delta(before, after, "sessions_opened") == 2
+    assert pool.reused == 0
