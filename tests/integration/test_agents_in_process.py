@@ -9,16 +9,12 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from langchain.agents import create_agent
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, ToolMessage
 
 from agents.assistant.graph import graph as assistant
 from agents.kit.errors import UnsafeTokenPath, UserTokenExpired
-from agents.kit.middleware import McpToolsMiddleware
 from agents.kit.pool import session_pool
-from agents.kit.tokens import UserContext
 from agents.ticket_triage.graph import graph as ticket_triage
+from tests.support.agents import say, scripted_agent, tool_messages, tool_payload
 from tests.support.mcp_server import TicketsMcpServer, session_counts
 from tests.support.tokens import free_port, mint
 
@@ -48,41 +44,6 @@ def delta(before: dict[str, int], after: dict[str, int], key: str) -> int:
     if key == "sessions_active":
         return after[key] - before[key]
     return after[key] - before[key] - 1
-
-
-def say(text: str) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": text}]}
-
-
-def tool_messages(state: dict[str, Any]) -> list[ToolMessage]:
-    return [m for m in state["messages"] if isinstance(m, ToolMessage)]
-
-
-def tool_payload(message: ToolMessage) -> dict[str, Any]:
-    content = message.content
-    if isinstance(content, list):
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return json.loads(content)
-
-
-class ScriptedModel(GenericFakeChatModel):
-    """A model that asks for exactly the tool calls a test scripts, whatever it is offered."""
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedModel:
-        return self
-
-
-def scripted_agent(calls: list[tuple[str, dict[str, Any]]], **middleware_args: Any) -> Any:
-    replies = [
-        AIMessage(content="", tool_calls=[{"name": n, "args": a, "id": f"call_{i}"}])
-        for i, (n, a) in enumerate(calls)
-    ] + [AIMessage(content="done")]
-    return create_agent(
-        model=ScriptedModel(messages=iter(replies)),
-        tools=[],
-        middleware=[McpToolsMiddleware(**middleware_args)],
-        context_schema=UserContext,
-    )
 
 
 async def test_alice_sees_her_own_and_shared_tickets() -> None:
@@ -130,9 +91,9 @@ async def test_a_read_only_graph_refuses_create_ticket_even_when_the_model_asks(
     tickets_mcp_server: TicketsMcpServer,
 ) -> None:
     before = await session_counts(tickets_mcp_server.url)
-    agent = scripted_agent(
+    agent, _ = scripted_agent(
         [("create_ticket", {"title": "sneaky", "body": "x"})],
-        tools=["list_tickets", "get_ticket"],
+        middleware={"tools": ["list_tickets", "get_ticket"]},
     )
     state = await agent.ainvoke(say("go"), context={"user_token": mint("alice")})
     (result,) = tool_messages(state)
@@ -158,7 +119,7 @@ async def test_one_session_per_server_per_run_reused_for_every_call(
     monkeypatch.setenv("MCP_SESSION_IDLE_SECONDS", "0")  # strict: close at run end
     session_pool().settings = type(session_pool().settings).from_env()
     before = await session_counts(tickets_mcp_server.url)
-    agent = scripted_agent(
+    agent, _ = scripted_agent(
         [("list_tickets", {}), ("get_ticket", {"ticket_id": "T-1001"}), ("whoami", {})]
     )
     state = await agent.ainvoke(say("go"), context={"user_token": mint("alice")})
@@ -208,19 +169,9 @@ async def test_the_model_is_told_which_server_is_unavailable(
         "tickets": {"url": tickets_mcp_server.url},
         "billing": {"url": f"http://127.0.0.1:{free_port()}/mcp", "timeout_seconds": 2},
     })
-    seen: list[str] = []
-
-    class Spy(ScriptedModel):
-        async def _agenerate(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
-            seen.append(str(messages[0].content))
-            return await super()._agenerate(messages, *args, **kwargs)
-
-    agent = create_agent(
-        model=Spy(messages=iter([AIMessage(content="ok")])), tools=[],
-        middleware=[McpToolsMiddleware()], context_schema=UserContext,
-    )
+    agent, model = scripted_agent([])
     await agent.ainvoke(say("hi"), context={"user_token": mint("alice")})
-    assert "billing" in seen[0] and "unavailable" in seen[0]
+    assert "billing" in model.seen_system[0] and "unavailable" in model.seen_system[0]
 
 
 async def test_a_token_in_configurable_is_refused() -> None:

@@ -9,19 +9,17 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from langchain.agents import create_agent
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
-from pydantic import Field
 
 from agents.assistant.graph import graph as assistant
 from agents.kit.credentials import use_secret_store
 from agents.kit.middleware import McpToolsMiddleware
 from agents.kit.pool import PoolSettings, session_pool
-from agents.kit.tokens import UserContext
 from onbehalf.user_secrets import UserSecretStore
+from tests.support.agents import say, scripted_agent
+from tests.support.agents import tool_messages as results
+from tests.support.agents import tool_payload as payload
 from tests.support.apikey_mcp import ApiKeyMcp, run_apikey_mcp
 from tests.support.exchange_server import ExchangeServer, run_token_exchange
 from tests.support.mcp_server import TicketsMcpServer, run_tickets_mcp
@@ -96,42 +94,6 @@ def github_entry(server: ApiKeyMcp) -> dict[str, Any]:
     }
 
 
-def say(text: str) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": text}]}
-
-
-def results(state: dict[str, Any]) -> list[ToolMessage]:
-    return [m for m in state["messages"] if isinstance(m, ToolMessage)]
-
-
-def payload(message: ToolMessage) -> dict[str, Any]:
-    content = message.content
-    if isinstance(content, list):
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return json.loads(content)
-
-
-class Scripted(GenericFakeChatModel):
-    seen_system: list[str] = Field(default_factory=list)
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Scripted:
-        return self
-
-    async def _agenerate(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
-        self.seen_system.append(str(messages[0].content))
-        return await super()._agenerate(messages, *args, **kwargs)
-
-
-def scripted(calls: list[tuple[str, dict[str, Any]]], **kwargs: Any) -> Any:
-    replies = [
-        AIMessage(content="", tool_calls=[{"name": n, "args": a, "id": f"call_{i}"}])
-        for i, (n, a) in enumerate(calls)
-    ] + [AIMessage(content="done")]
-    model = Scripted(messages=iter(replies))
-    return create_agent(model=model, tools=[], middleware=[McpToolsMiddleware()],
-                        context_schema=UserContext, **kwargs), model
-
-
 async def test_token_exchange_sends_an_audience_bound_token_the_server_accepts(
     exchange: ExchangeServer, audience_bound_tickets: TicketsMcpServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -192,7 +154,7 @@ async def test_an_exchange_failure_removes_only_that_servers_tools(
     )
     exchange.fail_mode = mode
     try:
-        agent, model = scripted([("list_tickets", {})])
+        agent, model = scripted_agent([("list_tickets", {})])
         state = await agent.ainvoke(say("go"), context={"user_token": mint("carol")})
     finally:
         exchange.fail_mode = None
@@ -213,7 +175,7 @@ async def test_a_user_without_the_connected_account_is_told_where_to_connect(
     github: ApiKeyMcp, secrets: UserSecretStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     configure(monkeypatch, github=github_entry(github))
-    agent, model = scripted([])
+    agent, model = scripted_agent([])
     await agent.ainvoke(say("hi"), context={"user_token": mint("bob")})
     assert "https://app.example/connect/github" in model.seen_system[0]
     assert github.sessions_opened == 0
@@ -224,7 +186,7 @@ async def test_a_revoked_account_is_dropped_then_the_run_pauses_and_resumes_afte
 ) -> None:
     configure(monkeypatch, github=github_entry(github))
     await secrets.set("alice", "github", "ghk-alice-0001")
-    agent, _ = scripted([("whoami", {})], checkpointer=InMemorySaver())
+    agent, _ = scripted_agent([("whoami", {})], checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "alice-github"}}
 
     original = McpToolsMiddleware._call_mcp_tool
@@ -258,7 +220,7 @@ async def test_a_user_token_server_with_another_audience_never_receives_the_toke
     configure(monkeypatch, other={
         "url": tickets_mcp_server.url, "auth": {"type": "user_token", "audience": "other-api"},
     })
-    agent, model = scripted([])
+    agent, model = scripted_agent([])
     await agent.ainvoke(say("hi"), context={"user_token": mint("alice")})
     assert "no token passthrough" in model.seen_system[0]
     configure(monkeypatch, same={
@@ -275,7 +237,7 @@ async def test_static_and_none_servers(
         configure(monkeypatch, catalogue={
             "url": catalogue.url, "auth": {"type": "static", "value_env": "CATALOGUE_KEY"},
         })
-        agent, model = scripted([])
+        agent, model = scripted_agent([])
         await agent.ainvoke(say("hi"), context={"user_token": mint("alice")})
         assert "CATALOGUE_KEY" in model.seen_system[0]  # unset: named, tools missing
         monkeypatch.setenv("CATALOGUE_KEY", "svc-key-1")
@@ -295,7 +257,7 @@ async def test_mixed_strategies_work_together_in_one_run(
         github=github_entry(github),
     )
     await secrets.set("alice", "github", "ghk-alice-0001")
-    agent, _ = scripted([("tickets_whoami", {}), ("billing_whoami", {}), ("list_repos", {})])
+    agent, _ = scripted_agent([("tickets_whoami", {}), ("billing_whoami", {}), ("list_repos", {})])
     state = await agent.ainvoke(say("go"), context={"user_token": mint("alice")})
     found = [payload(m) for m in results(state)]
     assert [d["as_user"] for d in found] == ["alice", "alice", "alice"]
