@@ -1,5 +1,9 @@
 """Custom HTTP layer for the LangGraph server (`http.app` in langgraph.json).
 
+`RefuseStoredTokens` answers 400 to a request that would persist a JWT (or a
+token-named key) in a thread's, run's, assistant's or cron's config, context or
+metadata — before anything is written (DESIGN.md §1).
+
 DESIGN.md §7: somebody else's thread or run answers 404 — every operation
 alike, so that nothing hints it exists. langgraph-api differs in two places,
 which this middleware aligns:
@@ -22,6 +26,16 @@ _COPY = re.compile(r"^/threads/[^/]+/copy/?$")
 _JOIN_STREAM = re.compile(r"^/threads/[^/]+(/runs/[^/]+)?/stream/?$")
 _SSE_NOT_FOUND = re.compile(rb"^event: *error\r?\ndata: *.*\b404\b.*not found", re.I | re.S)
 _PEEK_BYTES = 4096
+_STORED_FIELDS = ("config", "context", "metadata", "kwargs")
+_UNSAFE_KEYS = {"_user_token", "user_token", "access_token", "token", "authorization"}
+_JWT = re.compile(r"^\s*(?:bearer\s+)?eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\s*$", re.I)
+_MAX_SCANNED_BODY = 8 * 1024 * 1024
+_REFUSED = json.dumps({
+    "detail": "refusing to store a token: this request carries a JWT (or a token key) in its "
+    "config, context or metadata, where the server would persist it (langgraph copies "
+    "configurable strings into checkpoint metadata). Send the user's token only as "
+    "'Authorization: Bearer <jwt>'; the graph gets it from there."
+}).encode()
 _NOT_FOUND = json.dumps({"detail": "Thread not found"}).encode()
 
 
@@ -33,6 +47,84 @@ async def _send_not_found(send: Send) -> None:
                     (b"content-length", str(len(_NOT_FOUND)).encode())],
     })
     await send({"type": "http.response.body", "body": _NOT_FOUND})
+
+
+def _carries_token(value: object, depth: int = 0) -> bool:
+    """A JWT-shaped string, or a token-named key, anywhere in what would be stored."""
+    if depth > 8:
+        return False
+    if isinstance(value, str):
+        return bool(_JWT.match(value))
+    if isinstance(value, dict):
+        return any(
+            (str(k).lower() in _UNSAFE_KEYS and v) or _carries_token(v, depth + 1)
+            for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return any(_carries_token(v, depth + 1) for v in value)
+    return False
+
+
+class RefuseStoredTokens:
+    """Refuse (400) a request that would persist a token with a thread, run, assistant or cron.
+
+    DESIGN.md §1: never the token in `configurable`, thread config or metadata. The graph
+    refuses `configurable["_user_token"]` too, but by then the server has already stored
+    the run; this refuses it before anything is written.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH") or not (
+            scope["path"].startswith(("/threads", "/runs", "/assistants", "/crons"))
+        ):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([], message, receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if size <= _MAX_SCANNED_BODY:
+            try:
+                data = json.loads(body) if body else None
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and _carries_token(
+                {k: data.get(k) for k in _STORED_FIELDS}
+            ):
+                await send({
+                    "type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(_REFUSED)).encode())],
+                })
+                await send({"type": "http.response.body", "body": _REFUSED})
+                return
+        await self.app(scope, _replay([body], None, receive), send)
+
+
+def _replay(bodies: list[bytes], pending: Message | None, receive: Receive) -> Receive:
+    queue: list[Message] = [
+        {"type": "http.request", "body": b, "more_body": False} for b in bodies
+    ]
+    if pending is not None:
+        queue.append(pending)
+
+    async def replayed() -> Message:
+        if queue:
+            return queue.pop(0)
+        return await receive()
+
+    return replayed
 
 
 class ConcealForeignThreads:
@@ -107,4 +199,4 @@ def _stream_error_as_404(send: Send) -> Send:
     return wrapper
 
 
-app = Starlette(middleware=[Middleware(ConcealForeignThreads)])
+app = Starlette(middleware=[Middleware(RefuseStoredTokens), Middleware(ConcealForeignThreads)])

@@ -180,3 +180,33 @@ async def test_the_raw_jwt_appears_nowhere(tickets_mcp_server: TicketsMcpServer)
         for path in files:
             assert_no_token(path.read_bytes(), tokens, str(path.name))
         assert_no_token(server.log_text(), tokens, "server log")
+
+
+async def test_a_token_in_config_context_or_metadata_is_refused_before_it_is_stored(
+    langgraph_server: LangGraphServer,
+) -> None:
+    token = mint("alice")
+    client = client_for(langgraph_server, token)
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    attempts = {
+        "run config": lambda: client.runs.create(
+            tid, "assistant", input=say("whoami"),
+            config={"configurable": {"_user_token": token}},
+        ),
+        "run context": lambda: client.runs.create(
+            tid, "assistant", input=say("whoami"), context={"user_token": token}
+        ),
+        "thread metadata": lambda: client.threads.update(tid, metadata={"jwt": token}),
+        "new thread metadata": lambda: client.threads.create(metadata={"t": f"Bearer {token}"}),
+    }
+    for name, attempt in attempts.items():
+        with pytest.raises(httpx.HTTPStatusError) as info:
+            await attempt()
+        assert info.value.response.status_code == 400, name
+        assert "Authorization: Bearer" in info.value.response.json()["detail"], name
+    assert await client.runs.list(tid) == []  # nothing was created or stored
+    assert_no_token(json.dumps(await client.threads.get(tid), default=str), [token], "thread")
+    ok = await client.runs.wait(tid, "assistant", input=say("whoami"),
+                                metadata={"ticket": "T-1001"})  # ordinary metadata is fine
+    assert "as_user: alice" in answer(ok)
