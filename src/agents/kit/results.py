@@ -15,8 +15,9 @@ DEFAULT_MAX_CHARS = 50_000
 
 
 def max_result_chars() -> int:
-    value = os.environ.get("MCP_TOOL_RESULT_MAX_CHARS", "")
-    return int(value) if value.strip().isdigit() else DEFAULT_MAX_CHARS
+    """MCP_TOOL_RESULT_MAX_CHARS; 0 means no limit, anything unparsable the default."""
+    value = os.environ.get("MCP_TOOL_RESULT_MAX_CHARS", "").strip()
+    return int(value) if value.isdigit() else DEFAULT_MAX_CHARS
 
 
 def _text_size(content: Any) -> int:
@@ -42,7 +43,7 @@ def bound_result(message: ToolMessage, limit: int | None = None) -> ToolMessage:
     """The message itself when small enough, else its text cut to `limit` with a note."""
     limit = max_result_chars() if limit is None else limit
     size = _text_size(message.content)
-    if size <= limit:
+    if limit <= 0 or size <= limit:
         return message
     text = _flatten(message.content)[:limit]
     note = (
