@@ -34,7 +34,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tests.support.exchange_server import serve_in_thread
+from tests.support.asgi_server import serve_in_thread
 from tickets_mcp.sessions import ServerStats, SessionLedger
 
 DEFAULT_KEYS = {"ghk-alice-0001": "alice", "ghk-bob-0002": "bob"}

@@ -12,8 +12,7 @@ MCP server started with `AUTH_JWT_AUDIENCE=<that audience>` accepts it.
         exchange.exchanges          # [ExchangeRecord(subject, audience, resource, scope)]
         exchange.fail_mode = "invalid_grant"   # or unauthorized_client, server_error, hang
 
-`serve_in_thread(app)` is the generic part: any ASGI app under uvicorn,
-yielding its base URL.
+It runs under `tests.support.asgi_server.serve_in_thread`.
 """
 
 from __future__ import annotations
@@ -31,16 +30,15 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote_plus
 
 import jwt
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
 from onbehalf.jwt_auth import InvalidToken, JwtVerifier
 from onbehalf.settings import AuthSettings
-from tests.support.tokens import TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET, free_port
+from tests.support.asgi_server import serve_in_thread
+from tests.support.tokens import TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
@@ -50,8 +48,6 @@ SUBJECT_TOKEN_TYPES = frozenset({JWT_TYPE, ACCESS_TOKEN_TYPE})
 HANG_SECONDS = 120.0
 """How long `fail_mode="hang"` keeps a request waiting: longer than any client timeout."""
 
-STARTUP_SECONDS = 15.0
-STOP_SECONDS = 10.0
 
 FailMode = Literal["invalid_grant", "unauthorized_client", "server_error", "hang"]
 
@@ -204,37 +200,6 @@ def run_token_exchange(
     with serve_in_thread(app, stopping=state.stopping) as base_url:
         state.token_url = f"{base_url}/token"
         yield state
-
-
-@contextlib.contextmanager
-def serve_in_thread(
-    app: ASGIApp, port: int | None = None, *, stopping: threading.Event | None = None
-) -> Iterator[str]:
-    """Run any ASGI app under uvicorn in a daemon thread; yields `http://127.0.0.1:PORT`.
-
-    `stopping` is set before shutdown begins, so handlers that wait on it
-    (a simulated hang) end and never hold up the graceful shutdown.
-    """
-    port = free_port() if port is None else port
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                       timeout_graceful_shutdown=2)
-    )
-    thread = threading.Thread(target=server.run, name=f"asgi-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError(f"in-process test server did not start on port {port}")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        if stopping is not None:
-            stopping.set()
-        server.should_exit = True
-        thread.join(timeout=STOP_SECONDS)
 
 
 async def _hang(stopping: threading.Event) -> None:

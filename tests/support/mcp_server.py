@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -29,12 +28,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 from starlette.types import ASGIApp
 
+from tests.support.asgi_server import serve_in_thread
 from tests.support.tokens import free_port, subprocess_env
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -98,23 +97,8 @@ def tickets_mcp_server() -> Iterator[TicketsMcpServer]:
 @contextlib.contextmanager
 def serve_app_in_thread(app: ASGIApp, port: int | None = None) -> Iterator[str]:
     """Run an ASGI app (e.g. `tickets_mcp.server.build_app`) under uvicorn; yields its /mcp URL."""
-    port = free_port() if port is None else port
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                       timeout_graceful_shutdown=2)
-    )
-    thread = threading.Thread(target=server.run, name=f"mcp-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"in-process MCP server did not start on port {port}")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=STOP_SECONDS)
+    with serve_in_thread(app, port) as base_url:
+        yield f"{base_url}/mcp"
 
 
 @contextlib.asynccontextmanager
