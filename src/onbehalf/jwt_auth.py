@@ -23,6 +23,9 @@ from onbehalf.settings import AuthSettings
 MAX_TOKEN_BYTES = 8192
 """Real access tokens are well under 4 KB; anything far larger is an attack or a mistake."""
 
+TOKEN_KEY_NAMES = frozenset({"_user_token", "user_token", "access_token", "token", "authorization"})
+"""Keys under which a token would be persisted if sent in config, context or metadata."""
+
 _BEARER = re.compile(r"^\s*bearer\s+(?P<token>\S.*?)\s*$", re.IGNORECASE | re.DOTALL)
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 _HMAC = frozenset({"HS256", "HS384", "HS512"})

@@ -28,8 +28,8 @@ from agents.kit.credentials import ServerCredential
 from agents.kit.errors import OnBehalfError, UserTokenExpired
 from agents.kit.results import bound_result
 from agents.kit.run_scope import RunScope
-from agents.kit.servers import load_servers_config
-from agents.kit.sessions import explain_refusal
+from agents.kit.servers import aload_servers_config
+from agents.kit.sessions import describe_failure, explain_refusal
 from agents.kit.tokens import UserContext, UserToken, resolve_user_token
 from agents.kit.tracing import inline_untraced_langsmith_hops
 
@@ -158,7 +158,7 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
         except UserTokenExpired as exc:
             audit["outcome"] = "expired"
             return _tool_error(call, str(exc))
-        timeout = self._timeout(scope, bound.server)
+        timeout = scope.config.servers[bound.server].timeout_seconds
         try:
             result = await bound.session.call(handler(request.override(tool=bound.tool)), timeout)
         except TimeoutError:
@@ -178,7 +178,7 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
                 return await _ask_to_reconnect(call, bound.server, credential)
             reason = explain_refusal(bound.server, status) or (
                 f"MCP server {bound.server!r} became unavailable during this run "
-                f"({_one_line(exc)})"
+                f"({describe_failure(exc)})"
             )
             log.warning("tool call %s on %s failed: %s", call["name"], bound.server, reason)
             return _tool_error(call, reason)
@@ -215,7 +215,7 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
         return scope
 
     async def _new_scope(self, user: UserToken) -> RunScope:
-        config = await asyncio.to_thread(load_servers_config)  # file I/O off the event loop
+        config = await aload_servers_config()
         if self.server_names is not None:
             servers = {k: v for k, v in config.servers.items() if k in self.server_names}
             config = config.model_copy(update={"servers": servers})
@@ -225,9 +225,6 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
             config=config,
             allowlist=self.allowlist,
         )
-
-    def _timeout(self, scope: RunScope, server: str) -> float:
-        return scope.config.servers[server].timeout_seconds
 
     async def _close(self, runtime: Any, *, reusable: bool) -> None:
         control = getattr(runtime, "control", None) or runtime
@@ -307,10 +304,3 @@ def _tool_error(call: dict[str, Any], text: str) -> ToolMessage:
     return ToolMessage(
         content=text, tool_call_id=call["id"], name=call["name"], status="error"
     )
-
-
-def _one_line(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}{': ' + text[:200] if text else ''}"

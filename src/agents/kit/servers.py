@@ -8,6 +8,7 @@ root.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -221,3 +222,15 @@ def load_servers_config() -> McpServersConfig:
         _cache.clear()
         _cache[key] = parse_servers_config(path.read_text(), str(path))
     return _cache[key]
+
+
+async def aload_servers_config() -> McpServersConfig:
+    """`load_servers_config` for run time: file checks go to a thread, inline JSON does not.
+
+    The file is stat-ed on every new run (to notice edits); that must not block the
+    event loop, but an inline `MCP_SERVERS` needs no I/O and no thread hop.
+    """
+    inline = os.environ.get("MCP_SERVERS")
+    if inline and inline.strip():
+        return load_servers_config()
+    return await asyncio.to_thread(load_servers_config)

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import httpx
 from langchain_core.tools import BaseTool
 from langchain_mcp_adapters.sessions import Connection, create_session
 from mcp import ClientSession
@@ -160,7 +161,7 @@ class McpSession:
             pass
         except BaseException as exc:
             reason = explain_refusal(self.server, self.refused_status) or (
-                f"MCP server {self.server!r} is unavailable: {_summarize(exc)}"
+                f"MCP server {self.server!r} is unavailable: {describe_failure(exc)}"
             )
             if not self._ready.done():
                 self._ready.set_exception(
@@ -233,12 +234,10 @@ class McpSession:
         self.closed = True
 
 
-def _summarize(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
     """One line for a (possibly grouped) transport failure, without request details."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
-    import httpx
-
     if isinstance(exc, httpx.ConnectError):
         return "connection refused or host unreachable"
     if isinstance(exc, httpx.TimeoutException):

@@ -18,11 +18,9 @@ from typing import Any, Literal, TypedDict
 from pydantic import SecretStr
 
 from agents.kit.errors import MissingUserToken, UnsafeTokenPath, UserTokenExpired, UserTokenRejected
-from onbehalf.jwt_auth import InvalidToken, JwtVerifier, token_fingerprint
+from onbehalf.jwt_auth import TOKEN_KEY_NAMES, InvalidToken, JwtVerifier, token_fingerprint
 from onbehalf.sealing import SealingError, process_sealing_keys, unseal_token
 from onbehalf.settings import SettingsError, auth_settings
-
-UNSAFE_CONFIG_KEYS = ("_user_token", "user_token", "access_token", "token")
 
 
 class UserContext(TypedDict, total=False):
@@ -72,7 +70,7 @@ def _get(obj: Any, key: str) -> Any:
 
 def _refuse_unsafe_config(config: dict[str, Any] | None) -> None:
     configurable = (config or {}).get("configurable") or {}
-    for key in UNSAFE_CONFIG_KEYS:
+    for key in sorted(TOKEN_KEY_NAMES):
         if configurable.get(key):
             raise UnsafeTokenPath(
                 f"refusing configurable[{key!r}]: langgraph copies every string in "
