@@ -194,7 +194,7 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
         if user is None:
             user = await resolve_user_token(runtime, _current_config())
         user.ensure_fresh(during_run=True)
-        control = getattr(runtime, "control", None) or runtime
+        control = _run_of(runtime)
         key = id(control)
         self._reap_abandoned()
         entry = self._scopes.get(key)
@@ -227,14 +227,12 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
         )
 
     async def _close(self, runtime: Any, *, reusable: bool) -> None:
-        control = getattr(runtime, "control", None) or runtime
-        entry = self._scopes.pop(id(control), None)
+        entry = self._scopes.pop(id(_run_of(runtime)), None)
         if entry is not None:
             await entry[1].aclose(reusable=reusable)
 
     def _close_soon(self, runtime: Any) -> None:
-        control = getattr(runtime, "control", None) or runtime
-        entry = self._scopes.pop(id(control), None)
+        entry = self._scopes.pop(id(_run_of(runtime)), None)
         if entry is not None:
             self._close_soon_scope(entry[1])
 
@@ -255,6 +253,15 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
     def open_scopes(self) -> int:
         """How many runs currently hold MCP sessions (for tests and health checks)."""
         return len(self._scopes)
+
+
+def _run_of(runtime: Any) -> object:
+    """The object that is the same for every node and tool call of one run.
+
+    LangGraph gives each task its own Runtime but one `RunControl` per run; without one
+    (never seen in practice) the runtime itself scopes the call.
+    """
+    return getattr(runtime, "control", None) or runtime
 
 
 def _current_config() -> dict[str, Any] | None:
