@@ -1,31 +1,75 @@
-"""Sessions share one TLS context but nothing that carries a credential."""
+"""Sessions share one TLS context and one request pool, but nothing that carries a credential.
+
+(That connections really are shared while every request carries its own
+session's token is proven against a real server in
+tests/integration/test_shared_connections.py.)"""
 
 from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from agents.kit.transport import client_factory, shared_ssl_context
+from agents.kit import transport
+from agents.kit.transport import client_factory, request_pool, shared_ssl_context
 
 pytestmark = pytest.mark.anyio
 
 
-def _inner(client: httpx.AsyncClient) -> httpx.AsyncHTTPTransport:
-    transport = client._transport
-    return getattr(transport, "_inner", transport)  # type: ignore[return-value]
+def _route(client: httpx.AsyncClient, method: str) -> httpx.AsyncHTTPTransport:
+    return client._transport._route(httpx.Request(method, "http://mcp.test/mcp"))  # type: ignore[attr-defined]
 
 
-async def test_every_session_client_reuses_the_one_tls_context() -> None:
+async def test_requests_share_one_pool_and_get_streams_have_their_own() -> None:
     factory = client_factory(on_error=lambda reason: None)
     alice, bob = factory(headers={"Authorization": "Bearer A"}), factory(
         headers={"Authorization": "Bearer B"}
     )
-    for client in (alice, bob):
-        pool = _inner(client)._pool
-        assert pool._ssl_context is shared_ssl_context()
-    assert _inner(alice) is not _inner(bob)  # pools (and their connections) are per session
+    for method in ("POST", "DELETE"):
+        assert _route(alice, method) is _route(bob, method) is request_pool()
+    assert _route(alice, "GET") is not _route(bob, "GET")
+    assert _route(alice, "GET") is _route(alice, "GET")
+    for pool in (request_pool(), _route(alice, "GET"), _route(bob, "GET")):
+        assert pool._pool._ssl_context is shared_ssl_context()
     await alice.aclose()
     await bob.aclose()
+
+
+class _Endless(httpx.AsyncByteStream):
+    """A response body that never ends, or that is larger than worth draining."""
+
+    def __init__(self, chunk: bytes, pause: float) -> None:
+        self.chunk, self.pause, self.read, self.closed = chunk, pause, 0, False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            await asyncio.sleep(self.pause)
+            self.read += len(self.chunk)
+            yield self.chunk
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_response_that_never_ends_is_dropped_after_the_drain_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport, "DRAIN_SECONDS", 0.05)
+    body = _Endless(b"data: x\n\n", pause=0.01)
+    stream = transport._WatchedStream(body, None, drain=True)
+    started = time.monotonic()
+    await stream.aclose()
+    assert body.closed and time.monotonic() - started < 1.0
+
+
+async def test_a_large_remainder_is_not_drained() -> None:
+    body = _Endless(b"x" * 16384, pause=0)
+    stream = transport._WatchedStream(body, None, drain=True)
+    await stream.aclose()
+    assert body.closed and body.read <= transport.DRAIN_BYTES + 16384
 
 
 async def test_each_client_has_its_own_authorization_header() -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from mcp.types import Tool as McpTool
 
 from agents.kit.sessions import McpSession
+from agents.kit.transport import aclose_request_pool
 
 log = logging.getLogger("onbehalf.mcp")
 
@@ -172,7 +173,7 @@ class SessionPool:
         task.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
-        """Close every idle session (process shutdown, tests)."""
+        """Close every idle session and the loop's shared connections (shutdown, tests)."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(BaseException):
@@ -184,6 +185,7 @@ class SessionPool:
         await asyncio.gather(*(s.aclose() for s in sessions), return_exceptions=True)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        await aclose_request_pool()
 
     # --- tool lists ----------------------------------------------------------------------
 
