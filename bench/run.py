@@ -1,6 +1,8 @@
-"""`make bench` / `python -m bench.run [--quick] [--only core,users] [--out DIR]`.
+"""`make bench` / `python -m bench.run [--quick] [--only core,users] [--rtt-ms 20] [--out DIR]`.
 
-One process, real MCP servers on loopback, the offline-capable scripted model.
+One process, real MCP servers on loopback (and, for the `network` section,
+the same servers behind an emulated network: `bench.netem`), the
+offline-capable scripted model.
 Prints the tables and PASS/FAIL per target, writes `results.json`,
 `latency.png` and `profile_onbehalf-warm.txt` to `--out` (default: `bench/`).
 Exits 0 when every section ran, whatever the targets say (it is a report);
@@ -27,7 +29,7 @@ from bench import core, scaling
 from bench.report import chart, render, targets
 from bench.servers import Fleet, configured, start_fleet
 
-SECTIONS = ("users", "core", "ablation", "servers", "tools", "profile", "load")
+SECTIONS = ("users", "core", "ablation", "servers", "network", "tools", "profile", "load")
 """In the order they run: `users` first, so that its RSS figures start from a fresh process."""
 SERVERS = [f"s{i}" for i in range(1, 6)]
 MANY = {n: f"many{n}" for n in scaling.TOOL_COUNTS}
@@ -39,6 +41,7 @@ class Plan:
     core: tuple[int, int] = (120, 10)
     ablation: tuple[int, int] = (50, 5)
     servers: tuple[int, int] = (25, 3)
+    network: tuple[int, int] = (20, 3)
     tools: tuple[int, int] = (20, 2)
     profile_runs: int = 300
     user_sizes: tuple[int, ...] = (1, 100, 1000)
@@ -47,7 +50,8 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(core=(12, 2), ablation=(6, 1), servers=(4, 1), tools=(3, 1), profile_runs=30,
+        return cls(core=(12, 2), ablation=(6, 1), servers=(4, 1), network=(3, 1), tools=(3, 1),
+                   profile_runs=30,
                    user_sizes=(1, 10, 40), user_rounds={1: 10, 10: 2, 40: 1},
                    load_levels=((5, 2),))
 
@@ -75,7 +79,7 @@ def _section(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
     print(f"    {name}: {time.monotonic() - started:.1f} s", flush=True)
 
 
-def run(plan: Plan, sections: Sequence[str], out: Path) -> dict[str, Any]:
+def run(plan: Plan, sections: Sequence[str], out: Path, rtt_ms: float = 20.0) -> dict[str, Any]:
     results: dict[str, Any] = {
         "meta": {
             "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
@@ -85,12 +89,15 @@ def run(plan: Plan, sections: Sequence[str], out: Path) -> dict[str, Any]:
             "versions": _versions(),
             "plan": asdict(plan),
             "sections": list(sections),
+            "rtt_ms": rtt_ms,
         }
     }
-    tickets = ["tickets"] + (SERVERS if "servers" in sections else [])
+    wants_servers = "servers" in sections or "network" in sections
+    tickets = ["tickets"] + (SERVERS if wants_servers else [])
     many = {name: n for n, name in MANY.items()} if "tools" in sections else {}
     started = time.monotonic()
-    with start_fleet(tickets, many) as fleet, configured(fleet):
+    network = rtt_ms if "network" in sections else None
+    with start_fleet(tickets, many, rtt_ms=network) as fleet, configured(fleet):
         _run_sections(results, plan, sections, fleet, out)
     results["meta"]["seconds"] = round(time.monotonic() - started, 1)
     results["targets"] = [t.as_dict() for t in targets(results)]
@@ -120,6 +127,15 @@ def _run_sections(results: dict[str, Any], plan: Plan, sections: Sequence[str], 
         it, wu = plan.servers
         _section(results, "servers", lambda: asyncio.run(
             scaling.run_servers(fleet, SERVERS, iterations=it, warmup=wu)))
+    if "network" in sections:
+        it, wu = plan.network
+
+        def across_network() -> Any:
+            with core.environment(MCP_SERVERS=fleet.servers_json(remote=True)):
+                return asyncio.run(scaling.run_servers(fleet, SERVERS, iterations=it,
+                                                       warmup=wu, remote=True))
+
+        _section(results, "network", across_network)
     if "tools" in sections:
         it, wu = plan.tools
         _section(results, "tools", lambda: asyncio.run(
@@ -154,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a smoke run (~30 s): few iterations, small sizes")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run (default: all of {SECTIONS})")
+    parser.add_argument("--rtt-ms", type=float, default=20.0,
+                        help="round-trip time of the emulated network (section `network`)")
     parser.add_argument("--out", type=Path, default=HERE,
                         help="where results.json, latency.png and the profile go")
     args = parser.parse_args(argv)
@@ -163,7 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     plan = Plan.quick() if args.quick else Plan()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = run(plan, sections, args.out)
+    if args.rtt_ms < 0:
+        parser.error("--rtt-ms must not be negative")
+    results = run(plan, sections, args.out, rtt_ms=args.rtt_ms)
     results["meta"]["quick"] = args.quick
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     drawn = chart(results, args.out / "latency.png")

@@ -5,6 +5,10 @@
   `<server>_` (DESIGN.md §7) and the calls go to the first server. "Cold
   discovery" is a new user's run whose model answers without calling a tool:
   open every server's session concurrently, list, filter and bind its tools.
+- network: the same servers behind `bench.netem` (an emulated round-trip
+  time), where concurrency has network waits to overlap; with, for scale,
+  the kit's sessions alone (open + `tools/list`, no agent) to 1 server, to 5
+  at once, and to 5 one after another (what "summed" would cost).
 - tools: one server with 10, 100 or 500 trivial tools (`bench.many_tools_mcp`).
 - users: 1, 100 and 1,000 distinct users taking turns (round robin), with the
   pool at its default size. Per-run time and this process's RSS after each
@@ -15,6 +19,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -77,8 +82,50 @@ def _stats(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return {k: Stats.of(v).__dict__ for k, v in samples.items()}
 
 
+@dataclass
+class SessionsOnly:
+    """The kit's sessions alone for a new user: open + `tools/list` on each server, no agent.
+
+    Sessions are closed before the next run (untimed)."""
+
+    urls: list[str]
+    concurrent: bool
+    name: str
+    opened: list[Any] = field(default_factory=list)
+
+    async def setup(self, stack: contextlib.AsyncExitStack) -> None:
+        return None
+
+    async def before(self) -> str:
+        await asyncio.gather(*(s.aclose() for s in self.opened))
+        self.opened.clear()
+        return mint(cold_user(), ttl=TOKEN_TTL)
+
+    async def _one(self, url: str, token: str) -> int:
+        from agents.kit.sessions import McpSession
+        from agents.kit.tools import list_server_tools
+
+        connection = {"transport": "streamable_http", "url": url,
+                      "headers": {"Authorization": f"Bearer {token}"}}
+        session = McpSession("bench", connection, 10.0)
+        self.opened.append(session)
+        await session.open()
+        return len(await list_server_tools(session.client))
+
+    async def run(self, token: str) -> list[int]:
+        if self.concurrent:
+            return list(await asyncio.gather(*(self._one(u, token) for u in self.urls)))
+        return [await self._one(u, token) for u in self.urls]
+
+    def check(self, arg: str, result: list[int]) -> None:
+        if len(result) != len(self.urls) or not all(result):
+            raise WorkloadError(f"{self.name}: a server listed no tools")
+
+
 async def run_servers(fleet: Fleet, names: Sequence[str], *, iterations: int,
-                      warmup: int) -> dict[str, Any]:
+                      warmup: int, remote: bool = False) -> dict[str, Any]:
+    """Cost per server count; `remote`: through the fleet's emulated network (no `seed`,
+    whose ~20 round trips per run would take most of the time budget; plus `SessionsOnly`)."""
     variants: list[Any] = []
     for count in SERVER_COUNTS:
         servers = list(names[:count])
@@ -89,14 +136,30 @@ async def run_servers(fleet: Fleet, names: Sequence[str], *, iterations: int,
             OnBehalf(discovery, warm=False, calls=(), name=f"cold discovery, {count} servers"),
             OnBehalf(graph, warm=False, calls=calls, name=f"onbehalf-cold, {count} servers"),
             OnBehalf(graph, warm=True, calls=calls, name=f"onbehalf-warm, {count} servers"),
-            SeedMany({n: fleet.url(n) for n in servers}, calls, name=f"seed, {count} servers"),
+        ]
+        if not remote:
+            variants.append(SeedMany({n: fleet.url(n) for n in servers}, calls,
+                                     name=f"seed, {count} servers"))
+    if remote:
+        urls = [fleet.url(n, remote=True) for n in names[:max(SERVER_COUNTS)]]
+        variants += [
+            SessionsOnly(urls[:1], True, name="sessions only, 1 server"),
+            SessionsOnly(urls, True, name=f"sessions only, {len(urls)} servers at once"),
+            SessionsOnly(urls, False, name=f"sessions only, {len(urls)} servers one by one"),
         ]
     async with contextlib.AsyncExitStack() as stack:
         for variant in variants:
             await variant.setup(stack)
         samples = await interleaved(variants, iterations=iterations, warmup=warmup, seed=3)
+        for variant in variants:
+            if isinstance(variant, SessionsOnly):
+                await variant.before()
         await close_pool()
-    return {"counts": list(SERVER_COUNTS), "iterations": iterations, "stats": _stats(samples)}
+    result: dict[str, Any] = {"counts": list(SERVER_COUNTS), "iterations": iterations,
+                              "stats": _stats(samples)}
+    if remote:
+        result["rtt_ms"] = fleet.rtt_ms
+    return result
 
 
 async def run_tools(fleet: Fleet, names: dict[int, str], *, iterations: int,

@@ -2,7 +2,9 @@
 
 Every server gets the test identity provider's settings (`tests.support.tokens`),
 so tokens minted with `mint` are accepted by all of them and by the
-in-process kit alike.
+in-process kit alike. With `rtt_ms`, every server is also reachable through
+`bench.netem` (one proxy process adding that round-trip time): `Server.url`
+is loopback, `Server.remote_url` the same server across the emulated network.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Server:
     url: str
     port: int
     process: subprocess.Popen[bytes]
+    remote_url: str | None = None
 
     def rss_mb(self) -> float:
         try:
@@ -46,30 +49,40 @@ class Fleet:
     """Every server of a benchmark run, by name."""
 
     servers: dict[str, Server] = field(default_factory=dict)
+    rtt_ms: float | None = None
 
-    def url(self, name: str) -> str:
-        return self.servers[name].url
+    def url(self, name: str, *, remote: bool = False) -> str:
+        server = self.servers[name]
+        if not remote:
+            return server.url
+        if server.remote_url is None:
+            raise RuntimeError("this fleet was started without an emulated network (rtt_ms)")
+        return server.remote_url
 
-    def servers_json(self) -> str:
+    def servers_json(self, *, remote: bool = False) -> str:
         """`MCP_SERVERS` naming every server (graphs narrow it with `servers=`)."""
         return json.dumps({"servers": {
-            name: {"url": s.url, "auth": {"type": "user_token"}, "timeout_seconds": 10}
-            for name, s in self.servers.items()
+            name: {"url": self.url(name, remote=remote), "auth": {"type": "user_token"},
+                   "timeout_seconds": 10}
+            for name in self.servers
         }})
 
 
 @contextlib.contextmanager
 def start_fleet(
-    tickets: list[str], many_tools: dict[str, int] | None = None
+    tickets: list[str], many_tools: dict[str, int] | None = None, *, rtt_ms: float | None = None
 ) -> Iterator[Fleet]:
-    """Start tickets servers (by name) and N-tool servers (name → N) at once; stop on exit."""
+    """Start tickets servers (by name) and N-tool servers (name → N) at once; stop on exit.
+
+    With `rtt_ms`, also one `bench.netem` proxy giving every server a `remote_url`."""
     specs: list[tuple[str, list[str]]] = []
     for name in tickets:
         specs.append((name, ["-m", "tickets_mcp"]))
     for name, n in (many_tools or {}).items():
         specs.append((name, ["-m", "bench.many_tools_mcp", "--tools", str(n)]))
     log_dir = Path(tempfile.mkdtemp(prefix="onbehalf-bench-"))
-    fleet = Fleet()
+    fleet = Fleet(rtt_ms=rtt_ms)
+    proxy: subprocess.Popen[bytes] | None = None
     try:
         for name, argv in specs:
             port = free_port()
@@ -79,12 +92,28 @@ def start_fleet(
                     env=subprocess_env(), cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
                 )
             fleet.servers[name] = Server(name, f"http://127.0.0.1:{port}/mcp", port, process)
+        if rtt_ms is not None:
+            pairs = {name: free_port() for name in fleet.servers}
+            with open(log_dir / "netem.log", "wb") as log:
+                proxy = subprocess.Popen(
+                    [sys.executable, "-m", "bench.netem", "--rtt-ms", str(rtt_ms),
+                     *(f"{port}:{fleet.servers[name].port}" for name, port in pairs.items())],
+                    env=subprocess_env(), cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                )
+            for name, port in pairs.items():
+                fleet.servers[name].remote_url = f"http://127.0.0.1:{port}/mcp"
         for server in fleet.servers.values():
-            _wait_listening(server, log_dir / f"{server.name}.log")
+            wait_listening(server.name, server.port, server.process,
+                            log_dir / f"{server.name}.log")
+        if proxy is not None:
+            for port in pairs.values():
+                wait_listening("netem", port, proxy, log_dir / "netem.log")
         yield fleet
     finally:
         for server in fleet.servers.values():
-            _stop(server.process)
+            stop_process(server.process)
+        if proxy is not None:
+            stop_process(proxy)
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
@@ -116,23 +145,23 @@ def configured(fleet: Fleet) -> Iterator[None]:
         process_sealing_keys.cache_clear()
 
 
-def _wait_listening(server: Server, log: Path) -> None:
+def wait_listening(name: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
-        if server.process.poll() is not None:
+        if process.poll() is not None:
             raise RuntimeError(
-                f"MCP server {server.name} exited with {server.process.returncode}:\n"
+                f"{name} exited with {process.returncode}:\n"
                 + log.read_text(errors="replace")[-2000:]
             )
         try:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=0.2):
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"MCP server {server.name} did not listen within {STARTUP_SECONDS:.0f}s")
+    raise RuntimeError(f"{name} did not listen on port {port} within {STARTUP_SECONDS:.0f}s")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
         try:

@@ -25,3 +25,18 @@ def test_quick_bench_core_measures_every_variant(tmp_path: Path) -> None:
     assert statuses["onbehalf-warm ≤ 1.15 × agent-floor"] in {"PASS", "FAIL"}
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "latency.png").stat().st_size > 0
+
+
+def test_quick_bench_network_measures_five_servers_across_the_emulated_network(
+    tmp_path: Path,
+) -> None:
+    assert main(["--quick", "--only", "network", "--rtt-ms", "10", "--out", str(tmp_path)]) == 0
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    network = results["network"]
+    assert network["rtt_ms"] == 10
+    for name in ("cold discovery, 1 servers", "cold discovery, 5 servers",
+                 "sessions only, 5 servers one by one"):
+        assert network["stats"][name]["n"] > 0
+    statuses = {t["name"]: t["status"] for t in results["targets"]}
+    assert statuses["cold discovery, 5 servers ≤ 1.5 × 1 (10 ms RTT)"] in {"PASS", "FAIL"}
