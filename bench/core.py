@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from langchain.agents.middleware import AgentMiddleware
 
-from bench.measure import Stats, Variant, interleaved
+from bench.measure import Rounds, Stats, Variant, interleaved
 from bench.servers import Fleet
 from bench.variants import (
     AgentFloor,
@@ -51,7 +51,7 @@ async def close_pool() -> None:
     await session_pool().aclose()
 
 
-async def run_core(fleet: Fleet, *, iterations: int, warmup: int) -> dict[str, Any]:
+async def run_core(fleet: Fleet, rounds: Rounds) -> dict[str, Any]:
     url = fleet.url("tickets")
     graph = onbehalf_graph(["tickets"])
     opened = OpenSession(url)
@@ -62,14 +62,15 @@ async def run_core(fleet: Fleet, *, iterations: int, warmup: int) -> dict[str, A
     async with contextlib.AsyncExitStack() as stack:
         for variant in variants:
             await variant.setup(stack)
-        samples = await interleaved(variants, iterations=iterations, warmup=warmup)
+        samples = await interleaved(variants, rounds)
         from agents.kit.pool import session_pool
 
         pool = session_pool()
         pool_state = {"idle_sessions_at_end": pool.idle_count, "opened": pool.opened,
                       "reused": pool.reused}
         await close_pool()
-    return {"iterations": iterations, "warmup": warmup, "pool": pool_state,
+    return {"iterations": len(samples[variants[0].name]), "warmup": rounds.warmup,
+            "pool": pool_state,
             "samples_ms": {k: [round(s * 1000, 3) for s in v] for k, v in samples.items()},
             "stats": {k: Stats.of(v).__dict__ for k, v in samples.items()}}
 
@@ -155,11 +156,11 @@ def environment(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
-async def _phase(variants: list[Any], iterations: int, warmup: int) -> dict[str, Any]:
+async def _phase(variants: list[Any], rounds: Rounds) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         for variant in variants:
             await variant.setup(stack)
-        samples = await interleaved(variants, iterations=iterations, warmup=warmup, seed=11)
+        samples = await interleaved(variants, rounds, seed=11)
         await close_pool()
     stats = {k: Stats.of(v) for k, v in samples.items()}
     floor = stats["agent-floor"].median_ms
@@ -167,7 +168,7 @@ async def _phase(variants: list[Any], iterations: int, warmup: int) -> dict[str,
             for k, s in stats.items()}
 
 
-async def run_ablation_pool_off(fleet: Fleet, *, iterations: int, warmup: int) -> dict[str, Any]:
+async def run_ablation_pool_off(fleet: Fleet, rounds: Rounds) -> dict[str, Any]:
     """Run inside a fresh event loop started with the pool disabled by environment."""
     url = fleet.url("tickets")
     graph = onbehalf_graph(["tickets"])
@@ -179,10 +180,10 @@ async def run_ablation_pool_off(fleet: Fleet, *, iterations: int, warmup: int) -
         variants.append(Renamed(OnBehalf(graph, warm=True, user="carol"),
                                 "onbehalf-warm, pool off, own client",
                                 own_http_client_per_session))
-    return await _phase(variants, iterations, warmup)
+    return await _phase(variants, rounds)
 
 
-async def run_ablation_defaults(fleet: Fleet, *, iterations: int, warmup: int) -> dict[str, Any]:
+async def run_ablation_defaults(fleet: Fleet, rounds: Rounds) -> dict[str, Any]:
     url = fleet.url("tickets")
     graph = onbehalf_graph(["tickets"])
     opened = OpenSession(url)
@@ -196,4 +197,4 @@ async def run_ablation_defaults(fleet: Fleet, *, iterations: int, warmup: int) -
     if can_patch_transport():
         variants.append(Renamed(OnBehalf(graph, warm=False), "onbehalf-cold, own client",
                                 own_http_client_per_session))
-    return await _phase(variants, iterations, warmup)
+    return await _phase(variants, rounds)

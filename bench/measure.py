@@ -6,6 +6,11 @@ caches, garbage collection) spreads evenly over the variants instead of
 landing on whichever ran last. Only `run` is timed; `before` (e.g. minting the
 token a user arrives with) and `check` (did the variant really do the work?)
 are not.
+
+Every phase has a time budget as well as an iteration count (`Rounds`): on a
+slower or busier machine it stops early, after at least `minimum`
+iterations, so `make bench` keeps to its few minutes; the number of samples
+actually taken is in every statistic (`n`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,25 @@ class Variant(Protocol):
     async def run(self, arg: Any) -> Any: ...
 
     def check(self, arg: Any, result: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """At most `iterations` measured iterations after `warmup`; none started once
+    `budget_seconds` (warm-up included) are spent and `minimum` are done."""
+
+    iterations: int
+    warmup: int
+    budget_seconds: float | None = None
+    minimum: int = 10
+
+    def more(self, done: int, started: float) -> bool:
+        """Whether to start measured iteration number `done` + 1."""
+        if done >= self.iterations:
+            return False
+        if self.budget_seconds is None or done < min(self.minimum, self.iterations):
+            return True
+        return time.monotonic() - started < self.budget_seconds
 
 
 @dataclass(frozen=True)
@@ -68,16 +92,14 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 async def interleaved(
-    variants: Sequence[Variant],
-    *,
-    iterations: int,
-    warmup: int,
-    seed: int = 7,
+    variants: Sequence[Variant], rounds: Rounds, *, seed: int = 7
 ) -> dict[str, list[float]]:
     """Per-run seconds of each variant (warmup iterations discarded)."""
     rng = random.Random(seed)
     samples: dict[str, list[float]] = {v.name: [] for v in variants}
-    for iteration in range(warmup + iterations):
+    began = time.monotonic()
+    iteration = 0
+    while iteration < rounds.warmup or rounds.more(iteration - rounds.warmup, began):
         order = list(variants)
         rng.shuffle(order)
         for variant in order:
@@ -86,15 +108,21 @@ async def interleaved(
             result = await variant.run(arg)
             elapsed = time.perf_counter() - started
             variant.check(arg, result)
-            if iteration >= warmup:
+            if iteration >= rounds.warmup:
                 samples[variant.name].append(elapsed)
+        iteration += 1
     return samples
 
 
-async def sequential(variant: Variant, *, runs: int, warmup: int = 0) -> list[float]:
-    """Per-run seconds of one variant run `runs` times in a row."""
+async def sequential(variant: Variant, *, runs: int, warmup: int = 0,
+                     budget_seconds: float | None = None) -> list[float]:
+    """Per-run seconds of one variant run `runs` times in a row (fewer, but at least 10,
+    when `budget_seconds` run out)."""
+    rounds = Rounds(runs, warmup, budget_seconds)
     samples: list[float] = []
-    for i in range(warmup + runs):
+    began = time.monotonic()
+    i = 0
+    while i < warmup or rounds.more(i - warmup, began):
         arg = await variant.before()
         started = time.perf_counter()
         result = await variant.run(arg)
@@ -102,6 +130,7 @@ async def sequential(variant: Variant, *, runs: int, warmup: int = 0) -> list[fl
         variant.check(arg, result)
         if i >= warmup:
             samples.append(elapsed)
+        i += 1
     return samples
 
 

@@ -101,11 +101,13 @@ def _short(frame: Frame) -> str:
     return f"{path}:{frame.line_no}"
 
 
-async def profile_runs(variant: Variant, *, runs: int, out_dir: Path) -> dict[str, Any]:
-    """Profile `runs` runs of `variant`; writes the call tree to `profile_<name>.txt`."""
+async def profile_runs(variant: Variant, *, runs: int, out_dir: Path,
+                       budget_seconds: float | None = None) -> dict[str, Any]:
+    """Profile `runs` runs of `variant` (fewer when `budget_seconds` run out); writes the
+    call tree to `profile_<name>.txt`."""
     profiler = Profiler(interval=0.0005, async_mode="disabled")
     profiler.start()
-    await sequential(variant, runs=runs)
+    runs = len(await sequential(variant, runs=runs, budget_seconds=budget_seconds))
     profiler.stop()
     session = profiler.last_session
     assert session is not None

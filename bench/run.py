@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import core, scaling
+from bench.measure import Rounds
 from bench.report import chart, render, targets
 from bench.servers import Fleet, configured, start_fleet
 
@@ -36,22 +37,34 @@ MANY = {n: f"many{n}" for n in scaling.TOOL_COUNTS}
 HERE = Path(__file__).resolve().parent
 
 
+# Rounds are frozen: safe as shared defaults
+CORE = Rounds(120, 10, budget_seconds=60)
+ABLATION = Rounds(50, 5, budget_seconds=15)
+SCALING_SERVERS = Rounds(25, 3, budget_seconds=25)
+NETWORK = Rounds(20, 3, budget_seconds=30)
+SCALING_TOOLS = Rounds(20, 2, budget_seconds=20)
+
+
 @dataclass(frozen=True)
 class Plan:
-    core: tuple[int, int] = (120, 10)
-    ablation: tuple[int, int] = (50, 5)
-    servers: tuple[int, int] = (25, 3)
-    network: tuple[int, int] = (20, 3)
-    tools: tuple[int, int] = (20, 2)
-    profile_runs: int = 300
+    """Iterations per phase, each with a time budget so that the whole bench stays under
+    5 minutes on a slow day (~3.5 min on this 2-core machine at its usual speed)."""
+
+    core: Rounds = CORE
+    ablation: Rounds = ABLATION
+    servers: Rounds = SCALING_SERVERS
+    network: Rounds = NETWORK
+    tools: Rounds = SCALING_TOOLS
+    profile_runs: int = 200
+    profile_budget_seconds: float = 20.0
     user_sizes: tuple[int, ...] = (1, 100, 1000)
-    user_rounds: dict[int, int] = field(default_factory=lambda: {1: 100, 100: 3, 1000: 1})
-    load_levels: tuple[tuple[int, int], ...] = ((10, 6), (50, 4))
+    user_rounds: dict[int, int] = field(default_factory=lambda: {1: 50, 100: 2, 1000: 1})
+    load_levels: tuple[tuple[int, int], ...] = ((10, 4), (50, 3))
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(core=(12, 2), ablation=(6, 1), servers=(4, 1), network=(3, 1), tools=(3, 1),
-                   profile_runs=30,
+        return cls(core=Rounds(12, 2), ablation=Rounds(6, 1), servers=Rounds(4, 1),
+                   network=Rounds(3, 1), tools=Rounds(3, 1), profile_runs=30,
                    user_sizes=(1, 10, 40), user_rounds={1: 10, 10: 2, 40: 1},
                    load_levels=((5, 2),))
 
@@ -110,45 +123,40 @@ def _run_sections(results: dict[str, Any], plan: Plan, sections: Sequence[str], 
         _section(results, "users", lambda: asyncio.run(
             scaling.run_users(fleet, sizes=plan.user_sizes, rounds=plan.user_rounds)))
     if "core" in sections:
-        it, wu = plan.core
-        _section(results, "core", lambda: asyncio.run(core.run_core(fleet, iterations=it,
-                                                                    warmup=wu)))
+        _section(results, "core", lambda: asyncio.run(core.run_core(fleet, plan.core)))
     if "ablation" in sections:
-        it, wu = plan.ablation
 
         def pool_off() -> Any:
             with core.environment(MCP_SESSION_IDLE_SECONDS="0", MCP_TOOLS_CACHE_SECONDS="0"):
-                return asyncio.run(core.run_ablation_pool_off(fleet, iterations=it, warmup=wu))
+                return asyncio.run(core.run_ablation_pool_off(fleet, plan.ablation))
 
         _section(results, "ablation_pool_off", pool_off)
         _section(results, "ablation_defaults", lambda: asyncio.run(
-            core.run_ablation_defaults(fleet, iterations=it, warmup=wu)))
+            core.run_ablation_defaults(fleet, plan.ablation)))
     if "servers" in sections:
-        it, wu = plan.servers
         _section(results, "servers", lambda: asyncio.run(
-            scaling.run_servers(fleet, SERVERS, iterations=it, warmup=wu)))
+            scaling.run_servers(fleet, SERVERS, plan.servers)))
     if "network" in sections:
-        it, wu = plan.network
 
         def across_network() -> Any:
             with core.environment(MCP_SERVERS=fleet.servers_json(remote=True)):
-                return asyncio.run(scaling.run_servers(fleet, SERVERS, iterations=it,
-                                                       warmup=wu, remote=True))
+                return asyncio.run(scaling.run_servers(fleet, SERVERS, plan.network,
+                                                       remote=True))
 
         _section(results, "network", across_network)
     if "tools" in sections:
-        it, wu = plan.tools
         _section(results, "tools", lambda: asyncio.run(
-            scaling.run_tools(fleet, MANY, iterations=it, warmup=wu)))
+            scaling.run_tools(fleet, MANY, plan.tools)))
     if "profile" in sections:
-        _section(results, "profile", lambda: asyncio.run(_profile(fleet, plan.profile_runs, out)))
+        _section(results, "profile", lambda: asyncio.run(
+            _profile(fleet, plan.profile_runs, plan.profile_budget_seconds, out)))
     if "load" in sections:
         from bench.load import run_load
 
         _section(results, "load", lambda: run_load(fleet, plan.load_levels))
 
 
-async def _profile(fleet: Fleet, runs: int, out: Path) -> dict[str, Any]:
+async def _profile(fleet: Fleet, runs: int, budget: float | None, out: Path) -> dict[str, Any]:
     import contextlib
 
     from bench.measure import sequential
@@ -159,7 +167,7 @@ async def _profile(fleet: Fleet, runs: int, out: Path) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         await warm.setup(stack)
         await sequential(warm, runs=10)
-        profile = await profile_runs(warm, runs=runs, out_dir=out)
+        profile = await profile_runs(warm, runs=runs, budget_seconds=budget, out_dir=out)
         await core.close_pool()
     return profile
 

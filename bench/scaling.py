@@ -29,7 +29,7 @@ from tests.support.tokens import mint
 
 from bench.core import close_pool
 from bench.many_tools_mcp import tool_name
-from bench.measure import Stats, interleaved, rss_mb, sequential
+from bench.measure import Rounds, Stats, interleaved, rss_mb, sequential
 from bench.servers import Fleet
 from bench.variants import TOKEN_TTL, OnBehalf, cold_user, onbehalf_graph
 from bench.workload import TICKETS_CALLS, Call, WorkloadError, check_agent_result, prefixed
@@ -122,8 +122,8 @@ class SessionsOnly:
             raise WorkloadError(f"{self.name}: a server listed no tools")
 
 
-async def run_servers(fleet: Fleet, names: Sequence[str], *, iterations: int,
-                      warmup: int, remote: bool = False) -> dict[str, Any]:
+async def run_servers(fleet: Fleet, names: Sequence[str], rounds: Rounds, *,
+                      remote: bool = False) -> dict[str, Any]:
     """Cost per server count; `remote`: through the fleet's emulated network (no `seed`,
     whose ~20 round trips per run would take most of the time budget; plus `SessionsOnly`)."""
     variants: list[Any] = []
@@ -150,20 +150,20 @@ async def run_servers(fleet: Fleet, names: Sequence[str], *, iterations: int,
     async with contextlib.AsyncExitStack() as stack:
         for variant in variants:
             await variant.setup(stack)
-        samples = await interleaved(variants, iterations=iterations, warmup=warmup, seed=3)
+        samples = await interleaved(variants, rounds, seed=3)
         for variant in variants:
             if isinstance(variant, SessionsOnly):
                 await variant.before()
         await close_pool()
-    result: dict[str, Any] = {"counts": list(SERVER_COUNTS), "iterations": iterations,
+    result: dict[str, Any] = {"counts": list(SERVER_COUNTS),
+                              "iterations": len(samples[variants[0].name]),
                               "stats": _stats(samples)}
     if remote:
         result["rtt_ms"] = fleet.rtt_ms
     return result
 
 
-async def run_tools(fleet: Fleet, names: dict[int, str], *, iterations: int,
-                    warmup: int) -> dict[str, Any]:
+async def run_tools(fleet: Fleet, names: dict[int, str], rounds: Rounds) -> dict[str, Any]:
     variants: list[Any] = []
     for count in TOOL_COUNTS:
         server = names[count]
@@ -177,9 +177,10 @@ async def run_tools(fleet: Fleet, names: dict[int, str], *, iterations: int,
     async with contextlib.AsyncExitStack() as stack:
         for variant in variants:
             await variant.setup(stack)
-        samples = await interleaved(variants, iterations=iterations, warmup=warmup, seed=5)
+        samples = await interleaved(variants, rounds, seed=5)
         await close_pool()
-    return {"counts": list(TOOL_COUNTS), "iterations": iterations, "stats": _stats(samples)}
+    return {"counts": list(TOOL_COUNTS), "iterations": len(samples[variants[0].name]),
+            "stats": _stats(samples)}
 
 
 @dataclass
