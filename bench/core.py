@@ -136,6 +136,29 @@ def own_http_client_per_session() -> Iterator[None]:
         sessions.client_factory = saved
 
 
+@contextlib.contextmanager
+def connections_per_session() -> Iterator[None]:
+    """Sessions opened meanwhile keep every connection to themselves (on the shared TLS
+    context): the kit before its shared request pool. An SSE answer closed early then
+    drops its connection, so every MCP request opens a new one."""
+    import agents.kit.sessions as sessions
+    from agents.kit.transport import session_transport
+
+    def factory(*listeners: Any, **named: Any) -> Callable[..., httpx.AsyncClient]:
+        def build(headers: Any = None, timeout: Any = None, auth: Any = None) -> httpx.AsyncClient:
+            return httpx.AsyncClient(transport=session_transport(), headers=headers, auth=auth,
+                                     timeout=timeout if timeout is not None else 30.0)
+
+        return build
+
+    saved = sessions.client_factory
+    sessions.client_factory = factory  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sessions.client_factory = saved
+
+
 def can_patch_transport() -> bool:
     import agents.kit.sessions as sessions
 
@@ -195,6 +218,12 @@ async def run_ablation_defaults(fleet: Fleet, rounds: Rounds) -> dict[str, Any]:
         OnBehalf(graph, warm=False),
     ]
     if can_patch_transport():
-        variants.append(Renamed(OnBehalf(graph, warm=False), "onbehalf-cold, own client",
-                                own_http_client_per_session))
+        variants += [
+            Renamed(OnBehalf(graph, warm=True, user="dave"),
+                    "onbehalf-warm, connections per session", connections_per_session),
+            Renamed(OnBehalf(graph, warm=False), "onbehalf-cold, connections per session",
+                    connections_per_session),
+            Renamed(OnBehalf(graph, warm=False), "onbehalf-cold, own client",
+                    own_http_client_per_session),
+        ]
     return await _phase(variants, rounds)

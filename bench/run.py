@@ -38,11 +38,11 @@ HERE = Path(__file__).resolve().parent
 
 
 # Rounds are frozen: safe as shared defaults
-CORE = Rounds(120, 10, budget_seconds=60)
-ABLATION = Rounds(50, 5, budget_seconds=15)
-SCALING_SERVERS = Rounds(25, 3, budget_seconds=25)
-NETWORK = Rounds(20, 3, budget_seconds=30)
-SCALING_TOOLS = Rounds(20, 2, budget_seconds=20)
+CORE = Rounds(120, 10, budget_seconds=50)
+ABLATION = Rounds(50, 5, budget_seconds=12)
+SCALING_SERVERS = Rounds(25, 2, budget_seconds=20, minimum=6)
+NETWORK = Rounds(20, 2, budget_seconds=25, minimum=8)
+SCALING_TOOLS = Rounds(20, 2, budget_seconds=15, minimum=6)
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,10 @@ class Plan:
     servers: Rounds = SCALING_SERVERS
     network: Rounds = NETWORK
     tools: Rounds = SCALING_TOOLS
-    profile_runs: int = 200
-    profile_budget_seconds: float = 20.0
+    profile_runs: int = 150
+    profile_budget_seconds: float = 15.0
     user_sizes: tuple[int, ...] = (1, 100, 1000)
-    user_rounds: dict[int, int] = field(default_factory=lambda: {1: 50, 100: 2, 1000: 1})
+    user_rounds: dict[int, int] = field(default_factory=lambda: {1: 30, 100: 2, 1000: 1})
     load_levels: tuple[tuple[int, int], ...] = ((10, 4), (50, 3))
 
     @classmethod
