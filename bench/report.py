@@ -232,7 +232,8 @@ def chart(results: dict[str, Any], path: Path) -> bool:
             ax.annotate(f"{median:.1f}", (i, median), textcoords="offset points",
                         xytext=(14, -3), fontsize=8)
     _scaling_panel(axes[0][1], results.get("servers"), "servers per run",
-                   ["cold discovery", "onbehalf-cold", "onbehalf-warm", "seed"], "servers")
+                   ["cold discovery", "onbehalf-cold", "onbehalf-warm", "seed"], "servers",
+                   extra=results.get("network"))
     _scaling_panel(axes[1][0], results.get("tools"), "tools on the server",
                    ["cold discovery", "onbehalf-warm", "seed"], "tools")
     ax = axes[1][1]
@@ -257,15 +258,20 @@ def chart(results: dict[str, Any], path: Path) -> bool:
 
 
 def _scaling_panel(ax: Any, section: dict[str, Any] | None, xlabel: str, series: list[str],
-                   unit: str) -> None:
+                   unit: str, extra: dict[str, Any] | None = None) -> None:
+    """`extra`: the same measurements across the emulated network, dashed."""
     if not section:
         ax.set_axis_off()
         return
     counts = section["counts"]
-    for label in series:
-        ys = [section["stats"].get(f"{label}, {c} {unit}", {}).get("median_ms") for c in counts]
-        if any(y is not None for y in ys):
-            ax.plot(counts, ys, "o-", label=label)
+    sources = [(section, "", "o-")]
+    if extra:
+        sources.append((extra, f" ({extra.get('rtt_ms', '?'):g} ms RTT)", "s--"))
+    for data, suffix, style in sources:
+        for label in series:
+            ys = [data["stats"].get(f"{label}, {c} {unit}", {}).get("median_ms") for c in counts]
+            if any(y is not None for y in ys):
+                ax.plot(counts, ys, style, label=label + suffix)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("median ms per run")
     _log_ms(ax)
