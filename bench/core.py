@@ -116,15 +116,15 @@ class Renamed:
 
 
 @contextlib.contextmanager
-def own_http_client_per_session() -> Iterator[None]:
-    """Sessions opened meanwhile get their own `httpx.AsyncClient` (TLS context, pool):
-    what the adapters do by default, i.e. the kit without its shared transport."""
+def _session_clients(make: Callable[..., httpx.AsyncClient]) -> Iterator[None]:
+    """Sessions opened meanwhile build their `httpx.AsyncClient` with `make` instead of the
+    kit's transport (the listeners the kit passes are ignored)."""
     import agents.kit.sessions as sessions
 
     def factory(*listeners: Any, **named: Any) -> Callable[..., httpx.AsyncClient]:
         def build(headers: Any = None, timeout: Any = None, auth: Any = None) -> httpx.AsyncClient:
-            return httpx.AsyncClient(headers=headers, auth=auth, follow_redirects=True,
-                                     timeout=timeout if timeout is not None else 30.0)
+            return make(headers=headers, auth=auth,
+                        timeout=timeout if timeout is not None else 30.0)
 
         return build
 
@@ -136,27 +136,19 @@ def own_http_client_per_session() -> Iterator[None]:
         sessions.client_factory = saved
 
 
-@contextlib.contextmanager
-def connections_per_session() -> Iterator[None]:
-    """Sessions opened meanwhile keep every connection to themselves (on the shared TLS
-    context): the kit before its shared request pool. An SSE answer closed early then
-    drops its connection, so every MCP request opens a new one."""
-    import agents.kit.sessions as sessions
+def own_http_client_per_session() -> contextlib.AbstractContextManager[None]:
+    """Each session its own default `httpx.AsyncClient` (TLS context, pool): what the
+    adapters do by default, i.e. the kit without its shared transport."""
+    return _session_clients(lambda **kw: httpx.AsyncClient(follow_redirects=True, **kw))
+
+
+def connections_per_session() -> contextlib.AbstractContextManager[None]:
+    """Each session keeps every connection to itself (on the shared TLS context): the kit
+    before its shared request pool. An SSE answer closed early then drops its connection,
+    so every MCP request opens a new one."""
     from agents.kit.transport import session_transport
 
-    def factory(*listeners: Any, **named: Any) -> Callable[..., httpx.AsyncClient]:
-        def build(headers: Any = None, timeout: Any = None, auth: Any = None) -> httpx.AsyncClient:
-            return httpx.AsyncClient(transport=session_transport(), headers=headers, auth=auth,
-                                     timeout=timeout if timeout is not None else 30.0)
-
-        return build
-
-    saved = sessions.client_factory
-    sessions.client_factory = factory  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        sessions.client_factory = saved
+    return _session_clients(lambda **kw: httpx.AsyncClient(transport=session_transport(), **kw))
 
 
 def can_patch_transport() -> bool:
