@@ -160,7 +160,9 @@ async def run_servers(fleet: Fleet, names: Sequence[str], rounds: Rounds, *,
         await close_pool()
     result: dict[str, Any] = {"counts": list(SERVER_COUNTS),
                               "iterations": len(samples[variants[0].name]),
-                              "stats": _stats(samples)}
+                              "stats": _stats(samples),
+                              "samples_ms": {k: [round(x * 1000, 3) for x in v]
+                                             for k, v in samples.items()}}
     if remote:
         result["rtt_ms"] = fleet.rtt_ms
     return result
