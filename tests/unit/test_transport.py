@@ -103,3 +103,14 @@ async def test_a_lost_connection_is_reported_to_the_session() -> None:
         await client.get("http://127.0.0.1:9/mcp")  # nothing listens on the discard port
     assert reasons and "connection failed" in reasons[0]
     await client.aclose()
+
+
+async def test_a_cancelled_drain_still_closes_the_response() -> None:
+    body = _Endless(b"data: x\n\n", pause=0.05)
+    stream = transport._WatchedStream(body, None, drain=True)
+    closing = asyncio.ensure_future(stream.aclose())
+    await asyncio.sleep(0.02)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert body.closed

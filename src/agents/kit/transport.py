@@ -134,16 +134,18 @@ class _WatchedStream(httpx.AsyncByteStream):
             raise
 
     async def aclose(self) -> None:
-        if self._drain:
-            # a failed or slow drain only costs the connection: closing drops it
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(DRAIN_SECONDS):
-                    read = 0
-                    async for chunk in self._iterator():
-                        read += len(chunk)
-                        if read > DRAIN_BYTES:
-                            break
-        await self._stream.aclose()
+        try:
+            if self._drain:
+                # a failed or slow drain only costs the connection: closing drops it
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(DRAIN_SECONDS):
+                        read = 0
+                        async for chunk in self._iterator():
+                            read += len(chunk)
+                            if read > DRAIN_BYTES:
+                                break
+        finally:  # also when cancelled mid-drain: the pool must get its connection back
+            await self._stream.aclose()
 
 
 class _SessionTransport(httpx.AsyncBaseTransport):
