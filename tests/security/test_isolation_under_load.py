@@ -169,7 +169,10 @@ async def run_round(
         if i % 5 == 0:
             jobs.append(in_process(caller, token, message))
         elif i % 5 == 1:
-            jobs.append(via_worker(server, redis_url, caller, token, message))
+            # a worker is its own process with its own event loop: give it one, so that the
+            # in-process agents' CPU on this loop cannot starve its Redis connect (2 s bound)
+            worker = via_worker(server, redis_url, caller, token, message)
+            jobs.append(asyncio.to_thread(asyncio.run, worker))
     return await asyncio.gather(*jobs)
 
 
