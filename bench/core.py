@@ -21,7 +21,6 @@ against its own `agent-floor`:
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +55,8 @@ async def run_core(fleet: Fleet, rounds: Rounds) -> dict[str, Any]:
     graph = onbehalf_graph(["tickets"])
     opened = OpenSession(url)
     variants: list[Variant] = [
-        Seed(url), Static(url), OnBehalf(graph, warm=False), OnBehalf(graph, warm=True),
+        Seed({"tickets": url}), Static(url),
+        OnBehalf(graph, warm=False), OnBehalf(graph, warm=True),
         AgentFloor(opened), Floor(opened),
     ]
     async with contextlib.AsyncExitStack() as stack:
@@ -155,20 +155,6 @@ def can_patch_transport() -> bool:
     import agents.kit.sessions as sessions
 
     return hasattr(sessions, "client_factory")
-
-
-@contextlib.contextmanager
-def environment(**values: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 async def _phase(variants: list[Any], rounds: Rounds) -> dict[str, Any]:

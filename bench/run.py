@@ -28,7 +28,7 @@ from typing import Any
 from bench import core, scaling
 from bench.measure import Rounds
 from bench.report import chart, render, targets
-from bench.servers import Fleet, configured, start_fleet
+from bench.servers import Fleet, configured, environment, start_fleet
 
 SECTIONS = ("users", "core", "ablation", "servers", "network", "tools", "profile", "load")
 """In the order they run: `users` first, so that its RSS figures start from a fresh process."""
@@ -134,7 +134,7 @@ def _run_sections(results: dict[str, Any], plan: Plan, sections: Sequence[str], 
     if "ablation" in sections:
 
         def pool_off() -> Any:
-            with core.environment(MCP_SESSION_IDLE_SECONDS="0", MCP_TOOLS_CACHE_SECONDS="0"):
+            with environment(MCP_SESSION_IDLE_SECONDS="0", MCP_TOOLS_CACHE_SECONDS="0"):
                 return asyncio.run(core.run_ablation_pool_off(fleet, plan.ablation))
 
         _section(results, "ablation_pool_off", pool_off)
@@ -146,7 +146,7 @@ def _run_sections(results: dict[str, Any], plan: Plan, sections: Sequence[str], 
     if "network" in sections:
 
         def across_network() -> Any:
-            with core.environment(MCP_SERVERS=fleet.servers_json(remote=True)):
+            with environment(MCP_SERVERS=fleet.servers_json(remote=True)):
                 return asyncio.run(scaling.run_servers(fleet, SERVERS, plan.network,
                                                        remote=True))
 

@@ -31,7 +31,7 @@ from bench.core import close_pool
 from bench.many_tools_mcp import tool_name
 from bench.measure import Rounds, Stats, interleaved, rss_mb, sequential
 from bench.servers import Fleet
-from bench.variants import TOKEN_TTL, OnBehalf, cold_user, onbehalf_graph
+from bench.variants import TOKEN_TTL, OnBehalf, Seed, cold_user, connection, onbehalf_graph
 from bench.workload import TICKETS_CALLS, Call, WorkloadError, check_agent_result, prefixed
 
 SERVER_COUNTS = (1, 3, 5)
@@ -43,39 +43,6 @@ def tickets_calls_for(servers: Sequence[str]) -> tuple[Call, ...]:
 
 
 MANY_CALLS: tuple[Call, ...] = tuple((tool_name(i), {"query": "q", "limit": 3}) for i in range(3))
-
-
-@dataclass
-class SeedMany:
-    """`seed` against several servers: new client, `get_tools()` on all, calls on the first."""
-
-    urls: dict[str, str]
-    calls: Sequence[Call]
-    name: str
-    user: str = "alice"
-    token: str = ""
-
-    async def setup(self, stack: contextlib.AsyncExitStack) -> None:
-        self.token = mint(self.user, ttl=TOKEN_TTL)
-
-    async def before(self) -> None:
-        return None
-
-    async def run(self, arg: None) -> list[Any]:
-        from langchain_mcp_adapters.client import MultiServerMCPClient
-
-        from bench.variants import call_tools, connection
-
-        client = MultiServerMCPClient(
-            {n: connection(u, self.token) for n, u in self.urls.items()},  # type: ignore[misc]
-            tool_name_prefix=len(self.urls) > 1,
-        )
-        tools = {t.name: t for t in await client.get_tools()}
-        return await call_tools(tools, self.calls)
-
-    def check(self, arg: None, result: list[Any]) -> None:
-        if len(result) != len(self.calls):
-            raise WorkloadError(f"{self.name}: expected {len(self.calls)} results")
 
 
 def _stats(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
@@ -97,17 +64,18 @@ class SessionsOnly:
         return None
 
     async def before(self) -> str:
+        await self.aclose()
+        return mint(cold_user(), ttl=TOKEN_TTL)
+
+    async def aclose(self) -> None:
         await asyncio.gather(*(s.aclose() for s in self.opened))
         self.opened.clear()
-        return mint(cold_user(), ttl=TOKEN_TTL)
 
     async def _one(self, url: str, token: str) -> int:
         from agents.kit.sessions import McpSession
         from agents.kit.tools import list_server_tools
 
-        connection = {"transport": "streamable_http", "url": url,
-                      "headers": {"Authorization": f"Bearer {token}"}}
-        session = McpSession("bench", connection, 10.0)
+        session = McpSession("bench", connection(url, token), 10.0)
         self.opened.append(session)
         await session.open()
         return len(await list_server_tools(session.client))
@@ -139,7 +107,8 @@ async def run_servers(fleet: Fleet, names: Sequence[str], rounds: Rounds, *,
         if not remote:
             variants += [
                 OnBehalf(graph, warm=False, calls=calls, name=f"onbehalf-cold, {count} servers"),
-                SeedMany({n: fleet.url(n) for n in servers}, calls, name=f"seed, {count} servers"),
+                Seed({n: fleet.url(n) for n in servers}, calls, name=f"seed, {count} servers",
+                     check_user=False),
             ]
         variants.append(
             OnBehalf(graph, warm=True, calls=calls, name=f"onbehalf-warm, {count} servers"))
@@ -156,7 +125,7 @@ async def run_servers(fleet: Fleet, names: Sequence[str], rounds: Rounds, *,
         samples = await interleaved(variants, rounds, seed=3)
         for variant in variants:
             if isinstance(variant, SessionsOnly):
-                await variant.before()
+                await variant.aclose()
         await close_pool()
     result: dict[str, Any] = {"counts": list(SERVER_COUNTS),
                               "iterations": len(samples[variants[0].name]),
@@ -177,7 +146,8 @@ async def run_tools(fleet: Fleet, names: dict[int, str], rounds: Rounds) -> dict
         variants += [
             OnBehalf(discovery, warm=False, calls=(), name=f"cold discovery, {count} tools"),
             OnBehalf(graph, warm=True, calls=MANY_CALLS, name=f"onbehalf-warm, {count} tools"),
-            SeedMany({server: fleet.url(server)}, MANY_CALLS, name=f"seed, {count} tools"),
+            Seed({server: fleet.url(server)}, MANY_CALLS, name=f"seed, {count} tools",
+                 check_user=False),
         ]
     async with contextlib.AsyncExitStack() as stack:
         for variant in variants:

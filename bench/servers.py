@@ -118,21 +118,12 @@ def start_fleet(
 
 
 @contextlib.contextmanager
-def configured(fleet: Fleet) -> Iterator[None]:
-    """This process acts like a deployment: test identity provider, the fleet as MCP_SERVERS.
-
-    The environment is restored on exit (the smoke test runs inside pytest)."""
-    from onbehalf.sealing import process_sealing_keys
-    from onbehalf.settings import auth_settings
-
-    values = {**auth_env(), "MCP_SERVERS": fleet.servers_json()}
-    dropped = ("AUTH_JWKS_URL", "MCP_SERVERS_FILE", "ONBEHALF_ENV")
-    saved = {k: os.environ.get(k) for k in (*values, *dropped)}
-    for key in dropped:
+def environment(drop: tuple[str, ...] = (), **values: str) -> Iterator[None]:
+    """Set `values` and remove `drop` from the environment; everything restored on exit."""
+    saved = {k: os.environ.get(k) for k in (*values, *drop)}
+    for key in drop:
         os.environ.pop(key, None)
     os.environ.update(values)
-    auth_settings.cache_clear()
-    process_sealing_keys.cache_clear()
     try:
         yield
     finally:
@@ -141,8 +132,25 @@ def configured(fleet: Fleet) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def configured(fleet: Fleet) -> Iterator[None]:
+    """This process acts like a deployment: test identity provider, the fleet as MCP_SERVERS.
+
+    The environment is restored on exit (the smoke test runs inside pytest)."""
+    from onbehalf.sealing import process_sealing_keys
+    from onbehalf.settings import auth_settings
+
+    dropped = ("AUTH_JWKS_URL", "MCP_SERVERS_FILE", "ONBEHALF_ENV")
+    with environment(drop=dropped, **auth_env(), MCP_SERVERS=fleet.servers_json()):
         auth_settings.cache_clear()
         process_sealing_keys.cache_clear()
+        try:
+            yield
+        finally:
+            auth_settings.cache_clear()
+            process_sealing_keys.cache_clear()
 
 
 def wait_listening(name: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
