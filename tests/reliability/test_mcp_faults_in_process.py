@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import jwt
 import pytest
+from langchain_core.messages import ToolMessage
 
 from agents.kit.errors import UserTokenExpired
 from agents.kit.pool import session_pool
@@ -216,23 +217,37 @@ async def test_a_server_down_during_a_call_is_a_tool_error_naming_it(
     await conversation.assert_first_exchange_kept()
 
 
-async def test_a_hanging_tool_call_is_bounded_by_timeout_seconds(
-    faulty: FaultyMcpServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    configure(monkeypatch, tickets=faulty.config(timeout_seconds=1))
+async def one_faulted_call(
+    faulty: FaultyMcpServer, monkeypatch: pytest.MonkeyPatch, *, timeout_seconds: int,
+    fault: Callable[[], None], limit_seconds: float, what: str, thread: str, text: str,
+) -> ToolMessage:
+    """A run whose one `echo` call meets `fault`: the call comes back as a tool error within
+    `limit_seconds`, the run still finishes, the first exchange is kept. Returns the error."""
+    configure(monkeypatch, tickets=faulty.config(timeout_seconds=timeout_seconds))
     conversation = Conversation(mint("alice"))
     await conversation.save_a_first_exchange()
-    faulty.hang()
+    fault()
 
-    with within(1 + SLACK_SECONDS, "a run whose tool call hangs"):
-        state = await conversation.run("hang", [Turn(calls=[("echo", {"text": "hello?"})]),
+    with within(limit_seconds, what):
+        state = await conversation.run(thread, [Turn(calls=[("echo", {"text": text})]),
                                                 Turn(text="finished")])
     (result,) = tool_messages(state)[-1:]
     assert result.status == "error"
-    assert text_of(result) == "MCP server 'tickets' did not answer within 1s"
     assert faulty.stats.faulted["tools/call"] == 1
     assert state["messages"][-1].content == "finished"
     await conversation.assert_first_exchange_kept()
+    return result
+
+
+async def test_a_hanging_tool_call_is_bounded_by_timeout_seconds(
+    faulty: FaultyMcpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = await one_faulted_call(
+        faulty, monkeypatch, timeout_seconds=1, fault=faulty.hang,
+        limit_seconds=1 + SLACK_SECONDS, what="a run whose tool call hangs", thread="hang",
+        text="hello?",
+    )
+    assert text_of(result) == "MCP server 'tickets' did not answer within 1s"
     # the session that timed out is closed, not kept in the pool for the next run
     await faulty.wait_until(lambda s: not s.open_sessions, "closing the timed-out session", 5)
 
@@ -244,39 +259,23 @@ async def test_a_hanging_tool_call_is_bounded_by_timeout_seconds(
 async def test_a_refused_tool_call_says_why(
     faulty: FaultyMcpServer, monkeypatch: pytest.MonkeyPatch, status: int, expected: str
 ) -> None:
-    configure(monkeypatch, tickets=faulty.config(timeout_seconds=2))
-    conversation = Conversation(mint("alice"))
-    await conversation.save_a_first_exchange()
-    faulty.http_status(status)
-
-    with within(SLACK_SECONDS, f"a run whose tool call is answered {status}"):
-        state = await conversation.run("refused", [Turn(calls=[("echo", {"text": "x"})]),
-                                                   Turn(text="finished")])
-    (result,) = tool_messages(state)[-1:]
-    assert result.status == "error"
+    result = await one_faulted_call(
+        faulty, monkeypatch, timeout_seconds=2, fault=lambda: faulty.http_status(status),
+        limit_seconds=SLACK_SECONDS, what=f"a run whose tool call is answered {status}",
+        thread="refused", text="x",
+    )
     assert "'tickets'" in text_of(result) and expected in text_of(result), text_of(result)
-    assert faulty.stats.faulted["tools/call"] == 1
-    assert state["messages"][-1].content == "finished"
-    await conversation.assert_first_exchange_kept()
 
 
 async def test_a_malformed_json_rpc_answer_is_a_bounded_tool_error(
     faulty: FaultyMcpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    configure(monkeypatch, tickets=faulty.config(timeout_seconds=1))
-    conversation = Conversation(mint("alice"))
-    await conversation.save_a_first_exchange()
-    faulty.malformed()
-
-    with within(1 + SLACK_SECONDS, "a run whose tool call gets a malformed answer"):
-        state = await conversation.run("garbled", [Turn(calls=[("echo", {"text": "x"})]),
-                                                   Turn(text="finished")])
-    (result,) = tool_messages(state)[-1:]
-    assert result.status == "error"
+    result = await one_faulted_call(
+        faulty, monkeypatch, timeout_seconds=1, fault=faulty.malformed,
+        limit_seconds=1 + SLACK_SECONDS, what="a run whose tool call gets a malformed answer",
+        thread="garbled", text="x",
+    )
     assert "'tickets'" in text_of(result)
-    assert faulty.stats.faulted["tools/call"] == 1
-    assert state["messages"][-1].content == "finished"
-    await conversation.assert_first_exchange_kept()
 
 
 @pytest.mark.parametrize(("limit", "setting"), [(50_000, None), (1_000, "1000")])
