@@ -27,7 +27,13 @@ from tests.support.exchange_server import (
     ExchangeServer,
     run_token_exchange,
 )
-from tests.support.mcp_server import TicketsMcpServer, mcp_session, run_tickets_mcp, tool_data
+from tests.support.mcp_server import (
+    TicketsMcpServer,
+    http_statuses,
+    mcp_session,
+    run_tickets_mcp,
+    tool_data,
+)
 from tests.support.tokens import TEST_ISSUER, TEST_SECRET, mint
 
 pytestmark = pytest.mark.anyio
@@ -101,18 +107,6 @@ async def exchanged(server: ExchangeServer, subject: str, **overrides: str | Non
 def claims_of(token: str, audience: str = TICKETS_AUDIENCE) -> dict[str, object]:
     return jwt.decode(token, TEST_SECRET, algorithms=["HS256"], audience=audience,
                       issuer=TEST_ISSUER)
-
-
-def http_statuses(exc: BaseException) -> list[int]:
-    """HTTP status codes of every HTTPStatusError inside `exc` (the MCP client nests them)."""
-    found: list[int] = []
-    if isinstance(exc, httpx.HTTPStatusError):
-        found.append(exc.response.status_code)
-    for inner in getattr(exc, "exceptions", ()):
-        found.extend(http_statuses(inner))
-    if exc.__cause__ is not None:
-        found.extend(http_statuses(exc.__cause__))
-    return found
 
 
 def rpc(method: str, params: dict[str, object] | None = None, id_: int = 1) -> dict[str, object]:

@@ -19,6 +19,7 @@ import pytest
 from onbehalf.settings import auth_settings
 from tests.support.mcp_server import (
     TicketsMcpServer,
+    http_statuses,
     mcp_session,
     run_tickets_mcp,
     serve_app_in_thread,
@@ -56,18 +57,6 @@ def initialize_params() -> dict[str, object]:
         "capabilities": {},
         "clientInfo": {"name": "raw-test", "version": "0"},
     }
-
-
-def http_statuses(exc: BaseException) -> list[int]:
-    """HTTP status codes of every HTTPStatusError inside `exc` (the MCP client nests them)."""
-    found: list[int] = []
-    if isinstance(exc, httpx.HTTPStatusError):
-        found.append(exc.response.status_code)
-    for inner in getattr(exc, "exceptions", ()):
-        found.extend(http_statuses(inner))
-    if exc.__cause__ is not None:
-        found.extend(http_statuses(exc.__cause__))
-    return found
 
 
 # --- per-user data ------------------------------------------------------------------------

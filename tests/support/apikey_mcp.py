@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from mcp.server.fastmcp import Context, FastMCP
+from mcp.server.fastmcp import Context
 from mcp.server.fastmcp.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from starlette.datastructures import Headers
@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.support.asgi_server import serve_in_thread
 from tickets_mcp.sessions import ServerStats, SessionLedger
+from tickets_mcp.tools import TicketsMCP
 
 DEFAULT_KEYS = {"ghk-alice-0001": "alice", "ghk-bob-0002": "bob"}
 """API key → user, when a test does not bring its own."""
@@ -112,16 +113,8 @@ def caller(ctx: Context[Any, Any, Any]) -> ApiKeyCaller:
     return found
 
 
-class ReposMCP(FastMCP[Any]):
-    """FastMCP that counts every tool call."""
-
-    def __init__(self, stats: ServerStats, **settings: Any) -> None:
-        super().__init__(**settings)
-        self.stats = stats
-
-    async def call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
-        self.stats.tool_called()
-        return await super().call_tool(name, arguments)
+class ReposMCP(TicketsMCP):
+    """The tickets server's call-counting FastMCP, serving repositories."""
 
 
 def build_mcp(stats: ServerStats) -> ReposMCP:

@@ -5,6 +5,7 @@
   `tickets_mcp_server` fixture wraps it (one server per test session).
 - `mcp_session(url, token)` opens an MCP client session (anonymous when
   `token` is None); `tool_data(result)` parses a tool result.
+- `http_statuses(exc)` lists the HTTP statuses nested in an MCP client failure.
 - `health(url)` calls `get_health` anonymously. It opens (and closes) one
   session of its own and makes one tool call, so its numbers include itself:
   `sessions_opened` +1, `sessions_active` +1, `tool_calls` +1.
@@ -114,6 +115,18 @@ async def mcp_session(
     ):
         await session.initialize()
         yield session
+
+
+def http_statuses(exc: BaseException) -> list[int]:
+    """HTTP status codes of every HTTPStatusError inside `exc` (the MCP client nests them)."""
+    found: list[int] = []
+    if isinstance(exc, httpx.HTTPStatusError):
+        found.append(exc.response.status_code)
+    for inner in getattr(exc, "exceptions", ()):
+        found.extend(http_statuses(inner))
+    if exc.__cause__ is not None:
+        found.extend(http_statuses(exc.__cause__))
+    return found
 
 
 def tool_data(result: CallToolResult) -> dict[str, Any]:
