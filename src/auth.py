@@ -77,6 +77,22 @@ async def threads_are_private(ctx: Auth.types.AuthContext, value: Any) -> dict[s
     return _owned(ctx, value)
 
 
+@auth.on.threads.create_run
+async def runs_are_private(ctx: Auth.types.AuthContext, value: Any) -> dict[str, str]:
+    """A run is its thread's; a threadless run on a deployment graph also starts a prewarm.
+
+    Only threadless runs are prewarmed: for a run on a thread, the server checks that
+    the thread is the caller's after this handler, so a prewarm here could serve a
+    request that is then refused (see docs/performance.md, "Prewarm").
+    """
+    filters = _owned(ctx, value)
+    if isinstance(value, dict) and value.get("thread_id") is None:
+        from agents.kit.prewarm import start_prewarm  # the kit only where graphs run
+
+        await start_prewarm(ctx.user, value.get("assistant_id"))
+    return filters
+
+
 @auth.on.crons
 async def crons_are_private(ctx: Auth.types.AuthContext, value: Any) -> dict[str, str]:
     return _owned(ctx, value)

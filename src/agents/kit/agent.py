@@ -10,6 +10,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from agents.kit.middleware import McpToolsMiddleware
 from agents.kit.models import load_chat_model
+from agents.kit.prewarm import AwaitPrewarmMiddleware, register_graph
 from agents.kit.tokens import UserContext
 
 
@@ -27,11 +28,14 @@ def build_mcp_agent(
     The chat model comes from `AGENT_MODEL` when the module is imported; no
     user, token or MCP server is touched until a run starts.
     """
-    return create_agent(
+    mcp = McpToolsMiddleware(tools=tools, servers=servers)
+    graph = create_agent(
         model=load_chat_model(),
         tools=[],
         system_prompt=system_prompt,
-        middleware=[McpToolsMiddleware(tools=tools, servers=servers), *middleware],
+        middleware=[AwaitPrewarmMiddleware(), mcp, *middleware],
         context_schema=UserContext,
         name=name,
     )
+    register_graph(graph, mcp)  # so that the server edge can prewarm this graph's sessions
+    return graph
