@@ -30,7 +30,8 @@ from bench.measure import Rounds
 from bench.report import chart, render, targets
 from bench.servers import Fleet, configured, environment, start_fleet
 
-SECTIONS = ("users", "core", "ablation", "servers", "network", "tools", "profile", "load")
+SECTIONS = ("users", "core", "ablation", "servers", "network", "tools", "profile", "load",
+            "server")
 """In the order they run: `users` first, so that its RSS figures start from a fresh process."""
 SERVERS = [f"s{i}" for i in range(1, 6)]
 MANY = {n: f"many{n}" for n in scaling.TOOL_COUNTS}
@@ -48,6 +49,7 @@ ABLATION = Rounds(50, 5, budget_seconds=10)
 SCALING_SERVERS = Rounds(25, 1, budget_seconds=12, minimum=5)
 NETWORK = Rounds(20, 2, budget_seconds=20, minimum=8)
 SCALING_TOOLS = Rounds(20, 1, budget_seconds=10, minimum=5)
+SERVER = Rounds(20, 2, budget_seconds=25, minimum=8)
 
 
 @dataclass(frozen=True)
@@ -66,13 +68,16 @@ class Plan:
     user_sizes: tuple[int, ...] = (1, 100, 1000)
     user_rounds: dict[int, int] = field(default_factory=lambda: {1: 30, 100: 2, 1000: 1})
     load_levels: tuple[tuple[int, int], ...] = ((10, 3), (50, 2))
+    server: Rounds = SERVER
+    server_levels: tuple[tuple[int, int], ...] = ((10, 3), (50, 2))
 
     @classmethod
     def quick(cls) -> Plan:
         return cls(core=Rounds(12, 2), ablation=Rounds(6, 1), servers=Rounds(4, 1),
                    network=Rounds(3, 1), tools=Rounds(3, 1), profile_runs=30,
                    user_sizes=(1, 10, 40), user_rounds={1: 10, 10: 2, 40: 1},
-                   load_levels=((5, 2),))
+                   load_levels=((5, 2),), server=Rounds(4, 1),
+                   server_levels=((10, 1),))
 
 
 def _versions() -> dict[str, str]:
@@ -116,7 +121,7 @@ def run(plan: Plan, sections: Sequence[str], out: Path,
     tickets = ["tickets"] + (SERVERS if wants_servers else [])
     many = {name: n for n, name in MANY.items()} if "tools" in sections else {}
     started = time.monotonic()
-    network = rtt_ms if "network" in sections else None
+    network = rtt_ms if "network" in sections or "server" in sections else None
     with start_fleet(tickets, many, rtt_ms=network) as fleet, configured(fleet):
         _run_sections(results, plan, sections, fleet, out)
     results["meta"]["seconds"] = round(time.monotonic() - started, 1)
@@ -161,6 +166,10 @@ def _run_sections(results: dict[str, Any], plan: Plan, sections: Sequence[str], 
         from bench.load import run_load
 
         _section(results, "load", lambda: run_load(fleet, plan.load_levels))
+    if "server" in sections:
+        from bench.server import run_server
+
+        _section(results, "server", lambda: run_server(fleet, plan.server, plan.server_levels))
 
 
 async def _profile(fleet: Fleet, runs: int, budget: float | None, out: Path) -> dict[str, Any]:
