@@ -85,6 +85,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
     def core(a: str, b: str) -> float | None:
         return paired_ratio(results, "core", a, b)
 
+    server = results.get("server", {}).get("ratios", {})
     five = paired_ratio(results, "network", "cold discovery, 5 servers",
                         "cold discovery, 1 servers")
     rtt = results.get("network", {}).get("rtt_ms") or results["meta"].get("rtt_ms")
@@ -108,7 +109,37 @@ def targets(results: dict[str, Any]) -> list[Target]:
                + (f" ({rtt:g} ms RTT)" if rtt is not None else ""), five, 1.5, True),
         Target("RSS(1,000 users) − RSS(100 users) ≤ 50 MB", rss_delta, 50, True, " MB"),
         Target("load run: cross-user answers = 0", crossed, 0, True, ""),
+        Target("server-cold ≤ 1.10 × server-warm, first tool result",
+               server.get("cold/warm first tool (prewarm)"), 1.10, True),
+        Target("server-warm ≤ 1.05 × server-floor, last event p50",
+               server.get("warm/floor last event p50"), 1.05, True),
+        Target("server-warm ≤ 1.05 × server-floor, last event p95",
+               server.get("warm/floor last event p95"), 1.05, True),
+        Target("server-warm ≥ 0.95 × server-floor, runs/s at 50 users",
+               server.get("warm/floor runs per second, 50 users"), 0.95, False),
     ]
+
+
+def _server_section(sv: dict[str, Any]) -> list[str]:
+    out = [f"## Through langgraph dev, tickets server {sv['rtt_ms']} ms away "
+           f"({sv['iterations']} interleaved iterations, {sv['warmup']} warm-up; "
+           f"--n-jobs-per-worker {sv['n_jobs_per_worker']}, startup {sv['startup_seconds']} s)"]
+    rows = []
+    for name, first in sv["first_tool"].items():
+        last = sv["last_event"][name]
+        rows.append([name, f"{first['median_ms']:.0f}", f"{first['p95_ms']:.0f}",
+                     f"{last['median_ms']:.0f}", f"{last['p95_ms']:.0f}"])
+    out.append(_table(["variant", "first tool p50 ms", "p95", "last event p50 ms", "p95"], rows))
+    out.append("")
+    out.append(_table(
+        ["variant", "users", "runs", "runs/s", "p50 ms", "p95 ms", "server CPU s/run"],
+        [[t["variant"], str(t["users"]), str(t["runs"]), f"{t['runs_per_second']:.1f}",
+          str(t["p50_ms"]), str(t["p95_ms"]), f"{t['cpu_seconds_per_run']:.3f}"]
+         for t in sv.get("throughput", [])]))
+    out.append("paired ratios: " + ", ".join(
+        f"{k} = {v:.2f}" for k, v in sv["ratios"].items() if v is not None))
+    out.append("")
+    return out
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -220,6 +251,8 @@ def render(results: dict[str, Any]) -> str:
             for error in level["errors"]:
                 out.append(f"  error ({level['users']} users): {error}")
         out.append("")
+    if "server" in results:
+        out += _server_section(results["server"])
     if "profile" in results:
         p = results["profile"]
         out.append(f"## Profile of {p['runs']} warm runs (pyinstrument; {p['note']})")
