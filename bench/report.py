@@ -139,6 +139,14 @@ def _server_section(sv: dict[str, Any]) -> list[str]:
     out.append("paired ratios: " + ", ".join(
         f"{k} = {v:.2f}" for k, v in sv["ratios"].items() if v is not None))
     out.append("")
+    prof = sv.get("profile")
+    if prof and "edge" in prof:
+        out.append(f"server process under pyinstrument, {prof['runs']} runs, "
+                   f"{prof['profiled_seconds']} s sampled; our server-edge functions (inclusive):")
+        out.append(_table(["function", "ms per run", "share"],
+                          [[e["name"], f"{e['seconds'] * 1000 / prof['runs']:.2f}",
+                            f"{e['share'] * 100:.2f}%"] for e in prof["edge"]]))
+        out.append("")
     return out
 
 

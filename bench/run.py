@@ -169,7 +169,7 @@ def _run_sections(results: dict[str, Any], plan: Plan, sections: Sequence[str], 
     if "server" in sections:
         from bench.server import run_server
 
-        _section(results, "server", lambda: run_server(fleet, plan.server, plan.server_levels))
+        _section(results, "server", lambda: run_server(fleet, plan.server, plan.server_levels, out))
 
 
 async def _profile(fleet: Fleet, runs: int, budget: float | None, out: Path) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def write_config(workdir: Path) -> None:
     """A `langgraph.json` for the bench graphs: the product's auth and HTTP app, not its graphs."""
     product = json.loads((PROJECT_ROOT / "langgraph.json").read_text())
     http = dict(product["http"])
-    http["app"] = str(PROJECT_ROOT / "src/onbehalf/http_app.py") + ":app"
+    http["app"] = str(PROJECT_ROOT / "bench/server_app.py") + ":app"  # + profiling routes
     graphs = {name: f"{PROJECT_ROOT / 'bench/server_graphs.py'}:{name}"
               for name in ("bench_onbehalf", "bench_onbehalf_noprewarm", "bench_floor")}
     config = {"dependencies": [str(PROJECT_ROOT)], "graphs": graphs,
@@ -214,6 +214,28 @@ async def throughput(clients: Clients, pid: int, users: int, runs: int,
             "cpu_seconds_per_run": round(cpu / len(done), 4)}
 
 
+PROFILE_USERS = 20
+
+
+async def profile(clients: Clients, pid: int) -> dict[str, Any]:
+    """pyinstrument inside the server while 20 users do a cold and a warm run each."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=clients.url, timeout=30) as http:
+        (await http.post("/bench/profile/start")).raise_for_status()
+        try:
+            cold = await throughput(clients, pid, PROFILE_USERS, 1, "server-cold")
+            warm = await throughput(clients, pid, PROFILE_USERS, 1, "server-warm")
+        finally:
+            response = await http.post("/bench/profile/stop")
+        await clients.aclose()
+    if response.status_code != 200:
+        return {"error": f"profile stop answered {response.status_code}"}
+    summary = response.json()
+    summary["runs"] = cold["runs"] + warm["runs"] * 2  # the warm phase warms each user first
+    return summary
+
+
 async def _drive(url: str, pid: int, rounds: Rounds,
                  levels: Sequence[tuple[int, int]]) -> dict[str, Any]:
     clients = Clients(url)
@@ -229,18 +251,20 @@ async def _drive(url: str, pid: int, rounds: Rounds,
                 loads.append(await throughput(clients, pid, users, runs, variant))
                 await clients.aclose()
         measured["throughput"] = loads
+        measured["profile"] = await profile(clients, pid)
         return measured
     finally:
         await clients.aclose()
 
 
-def run_server(fleet: Fleet, rounds: Rounds, levels: Sequence[tuple[int, int]]) -> dict[str, Any]:
+def run_server(fleet: Fleet, rounds: Rounds, levels: Sequence[tuple[int, int]],
+               out_dir: Path) -> dict[str, Any]:
     remote = fleet.url("tickets", remote=True)
     servers = {"servers": {"tickets": {"url": remote, "auth": {"type": "user_token"},
                                        "timeout_seconds": 10}}}
     env = {"MCP_SERVERS": json.dumps(servers), "BENCH_FLOOR_URL": remote,
            "BENCH_FLOOR_TOKEN": mint(FLOOR_USER, ttl=TOKEN_TTL),
-           "PYTHONPATH": str(PROJECT_ROOT)}
+           "PYTHONPATH": str(PROJECT_ROOT), "BENCH_PROFILE_DIR": str(out_dir)}
     workdir = Path(tempfile.mkdtemp(prefix="onbehalf-bench-lg-"))
     write_config(workdir)
     started = time.perf_counter()
