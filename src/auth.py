@@ -9,7 +9,10 @@ else's thread, run or cron answers 404.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
@@ -36,6 +39,9 @@ async def authenticate(authorization: str | None) -> Auth.types.MinimalUserDict:
     """Verify the bearer JWT and return the user with the token sealed, never in clear."""
     try:
         token = parse_bearer(authorization)
+        known = _verified.get(token)
+        if known is not None:
+            return known
         claims = await _verifier().verify(token)
     except InvalidToken as exc:
         log.info("request refused: %s", exc.check)
@@ -45,7 +51,7 @@ async def authenticate(authorization: str | None) -> Auth.types.MinimalUserDict:
         raise Auth.exceptions.HTTPException(
             status_code=401, detail="the server's token verification is misconfigured"
         ) from None
-    return {
+    user: Auth.types.MinimalUserDict = {
         "identity": claims.subject,
         "display_name": claims.display_name,
         "is_authenticated": True,
@@ -58,6 +64,58 @@ async def authenticate(authorization: str | None) -> Auth.types.MinimalUserDict:
             expires_at=claims.expires_at,
         ),
     }
+    _verified.put(token, user)
+    return user
+
+
+class VerifiedTokens:
+    """Users already built for a token, for a short while: one verification and one seal per
+    token a minute instead of per request (a streamed run is several requests).
+
+    Keyed by a sha256 of the exact token, under the verifier and sealing keys that produced
+    the entry (new settings start empty); an entry is never served at or after the token's
+    own expiry, nor after `VERIFIED_CACHE_SECONDS`. Each hit returns a copy, so the server's
+    changes to one request's user never reach another's.
+    """
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._made_by: tuple[object, object] | None = None
+
+    def _current(self) -> None:
+        made_by = (_verifier(), process_sealing_keys())
+        if self._made_by is None or not all(
+            a is b for a, b in zip(made_by, self._made_by, strict=True)
+        ):
+            self._entries.clear()
+            self._made_by = made_by
+
+    def get(self, token: str) -> Any:
+        self._current()
+        key = hashlib.sha256(token.encode()).hexdigest()
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        now = time.time()
+        user = entry[1]
+        if now >= entry[0] or now >= user["token_expires_at"]:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return {**user, "permissions": list(user["permissions"])}
+
+    def put(self, token: str, user: Any) -> None:
+        self._current()
+        key = hashlib.sha256(token.encode()).hexdigest()
+        self._entries[key] = (time.time() + VERIFIED_CACHE_SECONDS,
+                              {**user, "permissions": list(user["permissions"])})
+        while len(self._entries) > VERIFIED_CACHE_SIZE:
+            self._entries.popitem(last=False)
+
+
+VERIFIED_CACHE_SECONDS = 60.0
+VERIFIED_CACHE_SIZE = 4096
+_verified = VerifiedTokens()
 
 
 def _owned(ctx: Auth.types.AuthContext, value: Any) -> dict[str, str]:
