@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import weakref
@@ -125,7 +126,10 @@ class Prewarmer:
             return False
         entry = _Prewarm()
         self._inflight[key] = entry
-        entry.task = asyncio.get_running_loop().create_task(self._run(key, entry, user, shape))
+        # a context of its own: the sessions it opens outlive the request that started it
+        entry.task = asyncio.get_running_loop().create_task(
+            self._run(key, entry, user, shape), context=contextvars.Context()
+        )
         return True
 
     async def _run(self, key: tuple[str, str], entry: _Prewarm, user: UserToken,
