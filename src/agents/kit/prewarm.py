@@ -28,11 +28,12 @@ import contextvars
 import logging
 import os
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid5
 
-from langchain.agents.middleware import AgentMiddleware
+from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langgraph.config import get_config
 
 from agents.kit.pool import session_pool
@@ -230,16 +231,28 @@ def _config_or_none() -> dict[str, Any] | None:
 
 
 class AwaitPrewarmMiddleware(AgentMiddleware[Any, Any, Any]):
-    """Before a run's first model call: take over the user's prewarm (see `Prewarmer.wait_for`)."""
+    """Around a run's model calls: take over the user's prewarm (see `Prewarmer.wait_for`).
 
-    def __init__(self, timeout_seconds: float = 10.0) -> None:
+    Placed before `McpToolsMiddleware`, so that it runs before the run opens its scope.
+    A model-call wrapper, not a `before_agent` hook, so it adds no node to the graph; when
+    no prewarm is under way (almost always) it costs a dict lookup.
+    """
+
+    def __init__(self, at_most_seconds: float = 10.0) -> None:
         super().__init__()
-        self.timeout_seconds = timeout_seconds
+        self.at_most_seconds = at_most_seconds
 
-    async def abefore_agent(self, state: Any, runtime: Any) -> None:
-        try:
-            user = await resolve_user_token(runtime, _config_or_none())
-        except Exception:
-            return None  # McpToolsMiddleware reports token problems
-        await prewarmer().wait_for(user, at_most_seconds=self.timeout_seconds)
-        return None
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse]],
+    ) -> ModelResponse:
+        pending = _prewarmers.get(asyncio.get_running_loop())
+        if pending is not None and pending._inflight:
+            try:
+                user = await resolve_user_token(request.runtime, _config_or_none())
+            except Exception:
+                user = None  # McpToolsMiddleware reports token problems
+            if user is not None:
+                await pending.wait_for(user, at_most_seconds=self.at_most_seconds)
+        return await handler(request)
