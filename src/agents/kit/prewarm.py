@@ -180,6 +180,7 @@ async def _warm(user: UserToken, shape: GraphTools) -> None:
     except BaseException:
         await scope.aclose(reusable=False)
         raise
+    log.info("prewarmed %d MCP session(s) for a new run", len(scope.sessions))
     await scope.aclose(reusable=True)
 
 
