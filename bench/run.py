@@ -71,14 +71,15 @@ class Plan:
     load_levels: tuple[tuple[int, int], ...] = ((10, 2), (50, 1))
     server: Rounds = SERVER
     server_levels: tuple[tuple[int, int], ...] = ((10, 2), (50, 1))
+    server_profile_users: int = 20
 
     @classmethod
     def quick(cls) -> Plan:
         return cls(core=Rounds(12, 2), ablation=Rounds(6, 1), servers=Rounds(4, 1),
                    network=Rounds(3, 1), tools=Rounds(3, 1), profile_runs=30,
                    user_sizes=(1, 10, 40), user_rounds={1: 10, 10: 2, 40: 1},
-                   load_levels=((5, 2),), server=Rounds(4, 1),
-                   server_levels=((10, 1),))
+                   load_levels=((5, 2),), server=Rounds(2, 1),
+                   server_levels=((5, 1),), server_profile_users=0)
 
 
 def _versions() -> dict[str, str]:
@@ -170,7 +171,8 @@ def _run_sections(results: dict[str, Any], plan: Plan, sections: Sequence[str], 
     if "server" in sections:
         from bench.server import run_server
 
-        _section(results, "server", lambda: run_server(fleet, plan.server, plan.server_levels, out))
+        _section(results, "server", lambda: run_server(fleet, plan.server, plan.server_levels, out,
+                                               profile_users=plan.server_profile_users))
 
 
 async def _profile(fleet: Fleet, runs: int, budget: float | None, out: Path) -> dict[str, Any]:

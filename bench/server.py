@@ -214,18 +214,15 @@ async def throughput(clients: Clients, pid: int, users: int, runs: int,
             "cpu_seconds_per_run": round(cpu / len(done), 4)}
 
 
-PROFILE_USERS = 20
-
-
-async def profile(clients: Clients, pid: int) -> dict[str, Any]:
-    """pyinstrument inside the server while 20 users do a cold and a warm run each."""
+async def profile(clients: Clients, pid: int, users: int) -> dict[str, Any]:
+    """pyinstrument inside the server while `users` users do a cold and a warm run each."""
     import httpx
 
     async with httpx.AsyncClient(base_url=clients.url, timeout=30) as http:
         (await http.post("/bench/profile/start")).raise_for_status()
         try:
-            cold = await throughput(clients, pid, PROFILE_USERS, 1, "server-cold")
-            warm = await throughput(clients, pid, PROFILE_USERS, 1, "server-warm")
+            cold = await throughput(clients, pid, users, 1, "server-cold")
+            warm = await throughput(clients, pid, users, 1, "server-warm")
         finally:
             response = await http.post("/bench/profile/stop")
         await clients.aclose()
@@ -236,8 +233,8 @@ async def profile(clients: Clients, pid: int) -> dict[str, Any]:
     return summary
 
 
-async def _drive(url: str, pid: int, rounds: Rounds,
-                 levels: Sequence[tuple[int, int]]) -> dict[str, Any]:
+async def _drive(url: str, pid: int, rounds: Rounds, levels: Sequence[tuple[int, int]],
+                 profile_users: int) -> dict[str, Any]:
     clients = Clients(url)
     try:
         measured = await latency(clients, rounds)
@@ -251,14 +248,15 @@ async def _drive(url: str, pid: int, rounds: Rounds,
                 loads.append(await throughput(clients, pid, users, runs, variant))
                 await clients.aclose()
         measured["throughput"] = loads
-        measured["profile"] = await profile(clients, pid)
+        if profile_users:  # 0: no profile (the quick run)
+            measured["profile"] = await profile(clients, pid, profile_users)
         return measured
     finally:
         await clients.aclose()
 
 
 def run_server(fleet: Fleet, rounds: Rounds, levels: Sequence[tuple[int, int]],
-               out_dir: Path) -> dict[str, Any]:
+               out_dir: Path, *, profile_users: int = 20) -> dict[str, Any]:
     remote = fleet.url("tickets", remote=True)
     servers = {"servers": {"tickets": {"url": remote, "auth": {"type": "user_token"},
                                        "timeout_seconds": 10}}}
@@ -270,7 +268,8 @@ def run_server(fleet: Fleet, rounds: Rounds, levels: Sequence[tuple[int, int]],
     started = time.perf_counter()
     with run_langgraph_dev(env, workdir=workdir, n_jobs=N_JOBS) as server:
         startup = time.perf_counter() - started
-        results = asyncio.run(_drive(server.url, server.process.pid, rounds, levels))
+        results = asyncio.run(
+            _drive(server.url, server.process.pid, rounds, levels, profile_users))
     results.update({"startup_seconds": round(startup, 1), "rtt_ms": fleet.rtt_ms,
                     "n_jobs_per_worker": N_JOBS})
     results["ratios"] = server_ratios(results)
