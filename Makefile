@@ -34,7 +34,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	@touch $(BENCH_STAMP)
 
 ## bench: per-user MCP against a shared client and the floor, side by side (< 5 min;
-## `make bench BENCH_ARGS=--quick` for a ~30 s smoke run); writes bench/results.json, bench/latency.png
+## `make bench BENCH_ARGS=--quick` for a < 1 min smoke run); writes bench/results.json, bench/latency.png
 bench: $(BENCH_STAMP)
 	@$(BIN)/python -m bench.run $(BENCH_ARGS)
 
