@@ -11,15 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from onbehalf.cli_errors import CliError
 from onbehalf.dotenv import load_project_dotenv
-
-
-class CliError(Exception):
-    """A failure the user can act on: printed as one line on stderr with its exit code."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -141,7 +134,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # run the importable module's main so that CliError is the class other modules raise
-    from onbehalf.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import jwt
 
-from onbehalf.cli import CliError
+from onbehalf.cli_errors import CliError
 from onbehalf.settings import SettingsError, auth_settings
 
 DEFAULT_SCOPES = ["tickets:read", "tickets:write"]

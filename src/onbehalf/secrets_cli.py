@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import sys
 
-from onbehalf.cli import CliError
+from onbehalf.cli_errors import CliError
 from onbehalf.sealing import SealingKeyError
 from onbehalf.user_secrets import UserSecretError, UserSecretStore
 

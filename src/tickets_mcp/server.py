@@ -17,7 +17,7 @@ import anyio
 import uvicorn
 from starlette.applications import Starlette
 
-from onbehalf.cli import CliError
+from onbehalf.cli_errors import CliError
 from onbehalf.settings import AuthSettings, SettingsError, auth_settings
 from tickets_mcp.data import TicketStore
 from tickets_mcp.gate import BearerGate

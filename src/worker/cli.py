@@ -22,7 +22,7 @@ import logging
 import sys
 from typing import Any
 
-from onbehalf.cli import CliError
+from onbehalf.cli_errors import CliError
 from onbehalf.settings import HandoffSettings, describe_validation_error
 from worker.handoff import HandoffError, TokenHandoff
 from worker.runner import WorkerError, run_execution

@@ -20,9 +20,7 @@ import redis
 from tests.support.redis_server import PrivateRedis
 from tests.support.tokens import free_port, mint, subprocess_env
 
-# `-m onbehalf.cli` would run cli.py as __main__, a second copy of the module whose
-# CliError is not the one the commands raise; this is exactly what the installed
-# `onbehalf` script does.
+# the same entry point as the installed `onbehalf` script.
 ONBEHALF = [sys.executable, "-c", "import sys; from onbehalf.cli import main; sys.exit(main())"]
 PREFIX = "agent-token:"
 STORED = re.compile(r"^stored (?P<key>\S+) ttl=(?P<ttl>\d+)s\n$")
