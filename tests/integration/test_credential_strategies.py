@@ -107,6 +107,19 @@ async def test_token_exchange_sends_an_audience_bound_token_the_server_accepts(
     assert exchange.exchanges[-1].audience == EXCHANGE_AUDIENCE
 
 
+async def test_exchange_client_auth_form_encodes_a_secret_with_plus_slash_and_equals(
+    audience_bound_tickets: TicketsMcpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "s3cr+t/with=="  # base64 secrets carry these; RFC 6749 §2.3.1 encodes them
+    monkeypatch.setenv("EXCHANGE_CLIENT_ID", "onbehalf agent+1")
+    monkeypatch.setenv("EXCHANGE_CLIENT_SECRET", secret)
+    with run_token_exchange(client_id="onbehalf agent+1", client_secret=secret) as strict:
+        configure(monkeypatch, tickets=exchange_server_entry(strict, audience_bound_tickets.url))
+        state = await assistant.ainvoke(say("whoami"), context={"user_token": mint("alice")})
+        assert payload(results(state)[0])["as_user"] == "alice"
+        assert len(strict.exchanges) == 1
+
+
 async def test_exchanged_tokens_are_cached_per_user_token_until_near_expiry(
     exchange: ExchangeServer, audience_bound_tickets: TicketsMcpServer,
     monkeypatch: pytest.MonkeyPatch,

@@ -211,8 +211,7 @@ def _client_authenticated(request: Request, client_id: str, client_secret: str) 
     sent = _basic_credentials(request)
     if sent is None:
         return False
-    decoded = (unquote_plus(sent[0]), unquote_plus(sent[1]))
-    return (client_id, client_secret) in (sent, decoded)
+    return (unquote_plus(sent[0]), unquote_plus(sent[1])) == (client_id, client_secret)
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:

@@ -9,15 +9,18 @@ connection of one session for one user: it is never reused for another.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote_plus
 
 import httpx
 import jwt
+from pydantic import SecretStr
 
 from agents.kit.errors import OnBehalfError
 from agents.kit.servers import (
@@ -181,6 +184,26 @@ async def _exchanged_token(
     return token
 
 
+class ClientSecretBasic(httpx.Auth):
+    """OAuth client authentication with HTTP Basic as RFC 6749 §2.3.1 defines it.
+
+    The id and secret are form-urlencoded *before* base64, which httpx's plain
+    `auth=(id, secret)` does not do: a base64 secret with `+`, `/` or `=` would
+    otherwise be refused by a conforming endpoint with `invalid_client`.
+    """
+
+    def __init__(self, client_id: str, client_secret: str) -> None:
+        pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
+        self._header = SecretStr("Basic " + base64.b64encode(pair.encode()).decode())
+
+    def __repr__(self) -> str:
+        return "ClientSecretBasic(**********)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._header.get_secret_value()
+        yield request
+
+
 async def _exchange(
     name: str, server: McpServer, auth: TokenExchangeAuth, user: UserToken
 ) -> tuple[str, float]:
@@ -193,7 +216,7 @@ async def _exchange(
     for param in ("audience", "resource", "scope"):
         if getattr(auth, param):
             form[param] = getattr(auth, param)
-    basic: tuple[str, str] | None = None
+    basic: ClientSecretBasic | None = None
     if auth.client_id_env:
         client_id = os.environ.get(auth.client_id_env)
         secret = os.environ.get(auth.client_secret_env or "", "") if auth.client_secret_env else ""
@@ -202,7 +225,7 @@ async def _exchange(
             raise CredentialUnavailable(
                 name, f"MCP server {name!r}: token exchange client credential {missing} is not set"
             )
-        basic = (client_id, secret)
+        basic = ClientSecretBasic(client_id, secret)
     try:
         async with httpx.AsyncClient(
             transport=session_transport(), timeout=server.timeout_seconds
