@@ -3,12 +3,17 @@
 With `ONBEHALF_ENV=production` the server will not start while a setting is
 dev-only: an ephemeral sealing key (lost on restart, different per replica),
 no issuer or audience check (any token from the IdP for any API would do),
-or a short HS256 secret. The error names every variable at fault.
+a short HS256 secret, the offline model, the repository's own dev servers file, or
+an MCP server on loopback (a deployment that forgot `MCP_SERVERS` must not quietly run
+the dev tickets server with a fake model). The error names every variable at fault.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from onbehalf.settings import SettingsError
 
@@ -36,7 +41,50 @@ def production_problems(env: dict[str, str] | None = None) -> list[str]:
             f"AUTH_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes (use AUTH_JWKS_URL "
             "with your identity provider, or a long random secret)"
         )
+    model = env.get("AGENT_MODEL", "").strip() or "offline"
+    if model == "offline":
+        problems.append(
+            "AGENT_MODEL is 'offline' (the deterministic dev model; set it to your provider's "
+            "model, e.g. openai:gpt-4.1-mini)"
+        )
+    problems.extend(_servers_problems(env))
     return problems
+
+
+def _servers_problems(env: dict[str, str]) -> list[str]:
+    from agents.kit.servers import ServersFileError, parse_servers_config
+
+    inline = env.get("MCP_SERVERS", "").strip()
+    file_setting = env.get("MCP_SERVERS_FILE", "").strip()
+    if not inline and not file_setting:
+        return [
+            "neither MCP_SERVERS nor MCP_SERVERS_FILE is set, so the repository's dev servers "
+            "file (mcp_servers.json) would be used: set one of them to your servers"
+        ]
+    try:
+        if inline:
+            config = parse_servers_config(inline, "MCP_SERVERS")
+        else:
+            config = parse_servers_config(Path(file_setting).read_text(), file_setting)
+    except (ServersFileError, OSError):
+        return []  # the servers file's own error names the problem when it is loaded
+    source = "MCP_SERVERS" if inline else "MCP_SERVERS_FILE"
+    return [
+        f"{source}: server {name!r} is on loopback ({server.url}): a development server; "
+        "point it at the MCP server's real address"
+        for name, server in config.servers.items()
+        if _is_loopback(server.url)
+    ]
+
+
+def _is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def enforce_production_settings(env: dict[str, str] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,13 @@ GOOD = {
     "AUTH_JWKS_URL": "https://idp.example/.well-known/jwks.json",
     "AUTH_JWT_ISSUER": "https://idp.example/",
     "AUTH_JWT_AUDIENCE": "onbehalf-api",
+    "AGENT_MODEL": "openai:gpt-4.1-mini",
+    "MCP_SERVERS": json.dumps({"servers": {"tickets": {"url": "https://mcp.example/mcp"}}}),
 }
+
+
+def servers(url: str) -> str:
+    return json.dumps({"servers": {"tickets": {"url": url}}})
 
 
 def test_a_production_configuration_passes() -> None:
@@ -33,11 +40,32 @@ def test_a_production_configuration_passes() -> None:
         ({"AUTH_JWT_ISSUER": ""}, "AUTH_JWT_ISSUER"),
         ({"AUTH_JWT_AUDIENCE": ""}, "AUTH_JWT_AUDIENCE"),
         ({"AUTH_JWT_SECRET": "short-dev-secret"}, "AUTH_JWT_SECRET"),
+        ({"AGENT_MODEL": "offline"}, "AGENT_MODEL is 'offline'"),
+        ({"AGENT_MODEL": ""}, "AGENT_MODEL is 'offline'"),
+        ({"MCP_SERVERS": ""}, "repository's dev servers file"),
+        ({"MCP_SERVERS": servers("http://127.0.0.1:8765/mcp")}, "'tickets' is on loopback"),
+        ({"MCP_SERVERS": servers("http://localhost:8765/mcp")}, "'tickets' is on loopback"),
+        ({"MCP_SERVERS": servers("http://[::1]:8765/mcp")}, "'tickets' is on loopback"),
     ],
 )
 def test_dev_only_settings_are_refused(change: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
         enforce_production_settings({**GOOD, **change})
+
+
+def test_a_servers_file_on_loopback_is_refused_by_its_setting(tmp_path: Path) -> None:
+    path = tmp_path / "servers.json"
+    path.write_text(servers("http://127.0.0.2:9000/mcp"))
+    with pytest.raises(SettingsError, match="MCP_SERVERS_FILE: server 'tickets' is on loopback"):
+        enforce_production_settings({**GOOD, "MCP_SERVERS": "", "MCP_SERVERS_FILE": str(path)})
+
+
+def test_the_repositorys_own_dev_setup_is_refused_in_production() -> None:
+    dev = {k: v for k, v in GOOD.items() if k not in ("AGENT_MODEL", "MCP_SERVERS")}
+    with pytest.raises(SettingsError) as refused:
+        enforce_production_settings(dev)
+    assert "AGENT_MODEL" in str(refused.value)
+    assert "MCP_SERVERS" in str(refused.value)
 
 
 def test_outside_production_nothing_is_enforced() -> None:
