@@ -160,7 +160,20 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
             return _tool_error(call, str(exc))
         timeout = scope.config.servers[bound.server].timeout_seconds
         try:
-            result = await bound.session.call(handler(request.override(tool=bound.tool)), timeout)
+            try:
+                result = await bound.session.call(
+                    handler(request.override(tool=bound.tool)), timeout
+                )
+            except Exception:
+                if not bound.session.ended_by_server:
+                    raise
+                # the server ended the session (404) without running the call: once more
+                # on a fresh session, before the user sees anything (MCP spec)
+                await scope.renew(bound.server, bound.session)
+                bound = scope.tools[call["name"]]
+                result = await bound.session.call(
+                    handler(request.override(tool=bound.tool)), timeout
+                )
         except TimeoutError:
             bound.session.broken = True
             audit["outcome"] = "timeout"

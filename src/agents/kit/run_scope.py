@@ -35,6 +35,7 @@ class BoundTool:
     server: str
     tool: BaseTool
     session: McpSession
+    mcp_tool: McpTool
 
 
 def _credential_fingerprint(connection: dict[str, object]) -> str:
@@ -59,6 +60,7 @@ class RunScope:
     unavailable: dict[str, str] = field(default_factory=dict)
     last_used: float = field(default_factory=time.monotonic)
     _loaded: asyncio.Task[None] | None = None
+    _renewing: dict[str, asyncio.Lock] = field(default_factory=dict)
     closed: bool = False
 
     def belongs_to(self, user: UserToken) -> bool:
@@ -92,12 +94,49 @@ class RunScope:
         for server, mcp_tools in listed.items():
             session = self.sessions[server]
             for mcp_tool in mcp_tools:
-                public = names_for[(server, mcp_tool.name)]
-                tool = session.bound_tools.get((mcp_tool.name, public))
-                if tool is None:
-                    tool = bind_tool(session.client, server, mcp_tool, public)
-                    session.bound_tools[(mcp_tool.name, public)] = tool
-                self.tools[public] = BoundTool(server=server, tool=tool, session=session)
+                self._bind(server, session, mcp_tool, names_for[(server, mcp_tool.name)])
+
+    def _bind(self, server: str, session: McpSession, mcp_tool: McpTool, public: str) -> None:
+        tool = session.bound_tools.get((mcp_tool.name, public))
+        if tool is None:
+            tool = bind_tool(session.client, server, mcp_tool, public)
+            session.bound_tools[(mcp_tool.name, public)] = tool
+        self.tools[public] = BoundTool(server=server, tool=tool, session=session, mcp_tool=mcp_tool)
+
+    async def renew(self, name: str, ended: McpSession) -> McpSession:
+        """Replace a session the server ended (404 on its id) with a fresh one.
+
+        Same key, same credential, a new `initialize`: what the MCP spec asks of a client
+        whose session id is no longer known. The ended session is closed, never pooled.
+        Concurrent calls of this run that saw the same ended session share one renewal.
+        """
+        async with self._renewing.setdefault(name, asyncio.Lock()):
+            current = self.sessions[name]
+            if current is not ended:
+                return current  # another call of this run renewed it already
+            fresh = await self._fresh_session(name, self.config.servers[name], ended)
+            for public, bound in list(self.tools.items()):
+                if bound.session is ended:
+                    self._bind(name, fresh, bound.mcp_tool, public)
+            return fresh
+
+    async def _fresh_session(self, name: str, server: McpServer, ended: McpSession) -> McpSession:
+        log.info("MCP server %s ended our session: opening a new one", name)
+        session_pool().release(self.keys[name], ended, reusable=False)
+        session = await self._start_session(name, server, ended.expires_at)
+        self.sessions[name] = session
+        return session
+
+    async def _start_session(self, name: str, server: McpServer, expires_at: float) -> McpSession:
+        """Open one session on this run's credential for `name`, under this run's pool key."""
+        key = self.keys[name]
+        pool = session_pool()
+        session = McpSession(
+            name, self.credentials[name].connection, server.timeout_seconds,
+            expires_at=expires_at, on_tools_changed=lambda: pool.forget_tools(key),
+        )
+        await session.open()
+        return session
 
     async def _open(self, name: str, server: McpServer, user: UserToken) -> list[McpTool]:
         credential = await credential_for(name, server, user)
@@ -111,32 +150,34 @@ class RunScope:
             credential_fingerprint=_credential_fingerprint(connection),
         )
         pool = session_pool()
-
-        async def open_session() -> McpSession:
-            session = McpSession(
-                name, connection, server.timeout_seconds,
-                expires_at=user.expires_at,
-                on_tools_changed=lambda: pool.forget_tools(key),
-            )
-            await session.open()
-            return session
-
-        session = await pool.acquire(key, open_session)
-        self.sessions[name] = session
         self.keys[name] = key
+        session = await pool.acquire(
+            key, lambda: self._start_session(name, server, user.expires_at)
+        )
+        self.sessions[name] = session
         tools = pool.cached_tools(key)
         if tools is None:
             try:
-                async with asyncio.timeout(server.timeout_seconds):
-                    tools = await list_server_tools(session.client)
-            except TimeoutError:
-                session.broken = True
-                raise SessionUnavailable(
-                    name, f"MCP server {name!r} did not list its tools within "
-                    f"{server.timeout_seconds:g}s"
-                ) from None
+                tools = await self._list_tools(name, server, session)
+            except Exception:
+                if not session.ended_by_server:
+                    raise
+                session = await self._fresh_session(name, server, session)  # once, then as is
+                tools = await self._list_tools(name, server, session)
             pool.remember_tools(key, tools)
         return [t for t in tools if is_allowed(t.name, server.tools, self.allowlist)]
+
+    @staticmethod
+    async def _list_tools(name: str, server: McpServer, session: McpSession) -> list[McpTool]:
+        try:
+            async with asyncio.timeout(server.timeout_seconds):
+                return await list_server_tools(session.client)
+        except TimeoutError:
+            session.broken = True
+            raise SessionUnavailable(
+                name, f"MCP server {name!r} did not list its tools within "
+                f"{server.timeout_seconds:g}s"
+            ) from None
 
     def availability_note(self) -> str | None:
         """What the model is told about servers whose tools are missing this run."""

@@ -74,6 +74,10 @@ class McpSession:
         self.expires_at = expires_at
         """When the credential inside stops being valid; the pool never lends it after."""
         self.refused_status: int | None = None
+        self.ended_by_server = False
+        """Set when the server answered 404 for this session's id: it ended the session
+        (restart, idle expiry). The request it answered so was not run, so the kit sends it
+        again on a fresh session (MCP spec, session management); this one is never lent."""
         self.broken = False
         """Set when a call failed at the transport level: the session is not reused."""
         self.transport_error: str | None = None
@@ -96,7 +100,11 @@ class McpSession:
 
     def _on_refused(self, status: int) -> None:
         if status == 404:
-            return  # the SDK handles an expired session id itself
+            # the SDK answers the waiting request with "Session terminated" itself; the
+            # caller replaces the session (RunScope.renew) and sends the request again
+            self.ended_by_server = True
+            self.broken = True
+            return
         self.refused_status = status
         self.broken = True
         self.failed.set()
