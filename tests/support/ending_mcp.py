@@ -9,11 +9,13 @@ id answers **404** with a JSON-RPC error, which is what the MCP spec tells a
 client to answer with a fresh `initialize`. With `stateless=True` the app has
 no sessions at all and answers plain JSON.
 
+Its `count` tool reports progress and log notifications at each step.
 It counts what a test needs: `initializes`, `tool_calls` and the 404s sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -21,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp import Context, FastMCP
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.support.asgi_server import serve_in_thread
@@ -62,6 +64,16 @@ def _build_mcp(state: EndingMcp) -> FastMCP:
         """Say `text` back."""
         state.tool_calls += 1
         return json.dumps({"echo": text})
+
+    @mcp.tool()
+    async def count(steps: int, ctx: Context) -> str:
+        """Count to `steps`, reporting progress (and a log line) at each step."""
+        state.tool_calls += 1
+        for step in range(1, steps + 1):
+            await ctx.info(f"step {step}")
+            await ctx.report_progress(step, steps, f"step {step} of {steps}")
+            await asyncio.sleep(0.05)
+        return json.dumps({"counted": steps})
 
     return mcp
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,11 +18,11 @@ from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import SystemMessage, ToolMessage
-from langgraph.config import get_config
+from langgraph.config import get_config, get_stream_writer
 from langgraph.errors import GraphInterrupt
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime, get_runtime
-from langgraph.types import Command, interrupt
+from langgraph.types import Command, StreamWriter, interrupt
 
 from agents.kit.audit import record_tool_call, run_coordinates
 from agents.kit.credentials import ServerCredential
@@ -159,6 +160,7 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
             audit["outcome"] = "expired"
             return _tool_error(call, str(exc))
         timeout = scope.config.servers[bound.server].timeout_seconds
+        bound.session.notify = _stream_writer()
         try:
             try:
                 result = await bound.session.call(
@@ -171,6 +173,7 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
                 # on a fresh session, before the user sees anything (MCP spec)
                 await scope.renew(bound.server, bound.session)
                 bound = scope.tools[call["name"]]
+                bound.session.notify = _stream_writer()
                 result = await bound.session.call(
                     handler(request.override(tool=bound.tool)), timeout
                 )
@@ -281,6 +284,20 @@ def _current_config() -> dict[str, Any] | None:
     with contextlib.suppress(RuntimeError):
         return dict(get_config())
     return None
+
+
+def _stream_writer() -> StreamWriter | None:
+    """Where this run's custom stream events go (None outside a run).
+
+    MCP notifications arrive in the session's own task, outside the run's context,
+    where LangGraph's writer cannot find the run: it is called in a copy of this
+    call's context."""
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:
+        return None
+    context = contextvars.copy_context()
+    return lambda event: context.run(writer, event)
 
 
 def _run_runtime() -> Any:

@@ -99,7 +99,7 @@ class RunScope:
     def _bind(self, server: str, session: McpSession, mcp_tool: McpTool, public: str) -> None:
         tool = session.bound_tools.get((mcp_tool.name, public))
         if tool is None:
-            tool = bind_tool(session.client, server, mcp_tool, public)
+            tool = bind_tool(session.client, server, mcp_tool, public, session.callbacks)
             session.bound_tools[(mcp_tool.name, public)] = tool
         self.tools[public] = BoundTool(server=server, tool=tool, session=session, mcp_tool=mcp_tool)
 
@@ -202,6 +202,7 @@ class RunScope:
             reusable = False
         pool = session_pool()
         for name, session in self.sessions.items():
+            session.notify = None  # the run's stream writer stays with the run
             key = self.keys.get(name)
             if key is None:
                 await session.aclose()

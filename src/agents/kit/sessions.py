@@ -19,9 +19,15 @@ from typing import Any, TypeVar
 
 import httpx
 from langchain_core.tools import BaseTool
+from langchain_mcp_adapters.callbacks import CallbackContext, Callbacks
 from langchain_mcp_adapters.sessions import Connection, create_session
+from langgraph.types import StreamWriter
 from mcp import ClientSession
-from mcp.types import ServerNotification, ToolListChangedNotification
+from mcp.types import (
+    LoggingMessageNotificationParams,
+    ServerNotification,
+    ToolListChangedNotification,
+)
 
 from agents.kit.transport import client_factory
 
@@ -88,7 +94,14 @@ class McpSession:
         """Set when the server refused a request or the session ended: calls stop waiting."""
         conn = dict(connection)
         conn["httpx_client_factory"] = client_factory(self._on_refused, self._on_transport_error)
-        conn["session_kwargs"] = {"message_handler": self._on_message}
+        conn["session_kwargs"] = {
+            "message_handler": self._on_message, "logging_callback": self._on_log
+        }
+        self.notify: StreamWriter | None = None
+        """The stream writer of the run that holds this session (set per tool call): the
+        server's progress and log notifications become that run's custom stream events.
+        A session is lent to one run at a time, so they never reach another run."""
+        self.callbacks = Callbacks(on_progress=self._on_progress)
         self._connection: Connection = conn  # type: ignore[assignment]
         self._ready: asyncio.Future[ClientSession] | None = None
         self._stop = asyncio.Event()
@@ -121,6 +134,23 @@ class McpSession:
             self.bound_tools.clear()
             if self._on_tools_changed is not None:
                 self._on_tools_changed()
+
+    async def _on_progress(
+        self, progress: float, total: float | None, message: str | None,
+        context: CallbackContext,
+    ) -> None:
+        self._emit({"type": "mcp_progress", "server": self.server, "tool": context.tool_name,
+                    "progress": progress, "total": total, "message": message})
+
+    async def _on_log(self, params: LoggingMessageNotificationParams) -> None:
+        self._emit({"type": "mcp_log", "server": self.server, "level": params.level,
+                    "logger": params.logger, "data": params.data})
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        notify = self.notify
+        if notify is not None:
+            with contextlib.suppress(Exception):  # a closed stream must not fail the call
+                notify(event)
 
     @property
     def client(self) -> ClientSession:

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from langchain_core.tools import BaseTool
+from langchain_mcp_adapters.callbacks import Callbacks
 from langchain_mcp_adapters.tools import convert_mcp_tool_to_langchain_tool
 from mcp import ClientSession
 from mcp.types import Tool as McpTool
@@ -45,9 +46,14 @@ async def list_server_tools(session: ClientSession) -> list[McpTool]:
     return tools
 
 
-def bind_tool(session: ClientSession, server: str, tool: McpTool, public_name: str) -> BaseTool:
+def bind_tool(
+    session: ClientSession, server: str, tool: McpTool, public_name: str,
+    callbacks: Callbacks | None = None,
+) -> BaseTool:
     """A LangChain tool that calls `tool` over this (user's) open session."""
-    lc_tool = convert_mcp_tool_to_langchain_tool(session, tool, server_name=server)
+    lc_tool = convert_mcp_tool_to_langchain_tool(
+        session, tool, server_name=server, callbacks=callbacks
+    )
     if lc_tool.name != public_name:
         lc_tool = lc_tool.model_copy(update={"name": public_name})
     return lc_tool
