@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from agents.assistant.graph import graph as assistant
 from agents.kit.credentials import use_secret_store
-from agents.kit.middleware import McpToolsMiddleware
 from agents.kit.pool import PoolSettings, session_pool
 from onbehalf.user_secrets import UserSecretStore
 from tests.support.agents import say, scripted_agent
@@ -199,19 +199,18 @@ async def test_a_revoked_account_is_dropped_then_the_run_pauses_and_resumes_afte
 ) -> None:
     configure(monkeypatch, github=github_entry(github))
     await secrets.set("alice", "github", "ghk-alice-0001")
-    agent, _ = scripted_agent([("whoami", {})], checkpointer=InMemorySaver())
+
+    @tool
+    def provider_revokes() -> str:
+        """The provider revokes alice's key after her session opened (a graph's own tool)."""
+        github.keys.clear()
+        return "revoked"
+
+    agent, _ = scripted_agent([("provider_revokes", {}), ("whoami", {})],
+                              checkpointer=InMemorySaver(), tools=[provider_revokes])
     config = {"configurable": {"thread_id": "alice-github"}}
-
-    original = McpToolsMiddleware._call_mcp_tool
-
-    async def revoke_first(self: Any, *args: Any, **kwargs: Any) -> Any:
-        github.keys.clear()  # the provider revokes alice's key after her session opened
-        return await original(self, *args, **kwargs)
-
-    monkeypatch.setattr(McpToolsMiddleware, "_call_mcp_tool", revoke_first)
     token = mint("alice")
     state = await agent.ainvoke(say("go"), config=config, context={"user_token": token})
-    monkeypatch.setattr(McpToolsMiddleware, "_call_mcp_tool", original)
     (pause,) = state["__interrupt__"]
     assert pause.value["type"] == "reconnect_account"
     assert pause.value["server"] == "github"
@@ -225,6 +224,50 @@ async def test_a_revoked_account_is_dropped_then_the_run_pauses_and_resumes_afte
     )
     assert payload(results(state)[-1])["as_user"] == "alice"
     assert state["messages"][-1].content == "done"
+
+
+async def test_an_account_revoked_between_runs_pauses_at_session_open_and_resumes(
+    github: ApiKeyMcp, secrets: UserSecretStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCP_SESSION_IDLE_SECONDS", "0")  # each run opens its own session
+    session_pool().settings = PoolSettings.from_env()
+    configure(monkeypatch, github=github_entry(github))
+    await secrets.set("alice", "github", "ghk-alice-0001")
+    token = mint("alice")
+    state = await assistant.ainvoke(say("whoami"), context={"user_token": token})
+    assert payload(results(state)[0])["as_user"] == "alice"
+
+    github.keys.clear()  # the provider revokes alice's key between her two runs
+    agent, _ = scripted_agent([("whoami", {})], checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "alice-github-at-open"}}
+    state = await agent.ainvoke(say("go"), config=config, context={"user_token": token})
+    (pause,) = state["__interrupt__"]
+    assert pause.value["type"] == "reconnect_account"
+    assert pause.value["server"] == "github"
+    assert pause.value["connect_url"] == "https://app.example/connect/github"
+    assert "reconnect it at https://app.example/connect/github" in pause.value["message"]
+    assert await secrets.get("alice", "github") is None  # the refused secret was dropped
+    assert not results(state), "no tool ran on the refused account"
+
+    github.keys["ghk-alice-0002"] = "alice"  # alice reconnects with a new key
+    await secrets.set("alice", "github", "ghk-alice-0002")
+    state = await agent.ainvoke(
+        Command(resume="reconnected"), config=config, context={"user_token": token}
+    )
+    assert payload(results(state)[-1])["as_user"] == "alice"
+    assert state["messages"][-1].content == "done"
+
+
+async def test_a_user_token_refused_at_session_open_still_says_sign_in_again(
+    monkeypatch: pytest.MonkeyPatch, audience_bound_tickets: TicketsMcpServer
+) -> None:
+    entry = {"url": audience_bound_tickets.url, "auth": {"type": "user_token"},
+             "timeout_seconds": 5}  # this server accepts only tokens for another audience
+    configure(monkeypatch, tickets=entry)
+    agent, model = scripted_agent([])
+    state = await agent.ainvoke(say("hi"), context={"user_token": mint("alice")})
+    assert "__interrupt__" not in state
+    assert "sign in again" in model.seen_system[0]
 
 
 async def test_a_user_token_server_with_another_audience_never_receives_the_token(

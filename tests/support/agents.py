@@ -56,7 +56,8 @@ def scripted_agent(
     ] + [AIMessage(content="done")]
     model = ScriptedModel(messages=iter(replies))
     agent = create_agent(
-        model=model, tools=[], middleware=[McpToolsMiddleware(**(middleware or {}))],
+        model=model, tools=agent_args.pop("tools", []),
+        middleware=[McpToolsMiddleware(**(middleware or {}))],
         context_schema=UserContext, **agent_args,
     )
     return agent, model

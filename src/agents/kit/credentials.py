@@ -62,6 +62,15 @@ class ServerCredential:
         return self.kind in ("token_exchange", "user_secret")
 
 
+def reconnect_message(server: str, credential: ServerCredential) -> str:
+    """What the user reads when a server no longer accepts their connected account."""
+    where = f" at {credential.connect_url}" if credential.connect_url else ""
+    return (
+        f"MCP server {server!r} no longer accepts your connected account: "
+        f"reconnect it{where}, then resume this thread"
+    )
+
+
 _secret_store: UserSecretStore | None = None
 
 

@@ -25,7 +25,7 @@ from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Command, StreamWriter, interrupt
 
 from agents.kit.audit import record_tool_call, run_coordinates
-from agents.kit.credentials import ServerCredential
+from agents.kit.credentials import ServerCredential, reconnect_message
 from agents.kit.errors import OnBehalfError, UserTokenExpired
 from agents.kit.results import bound_result
 from agents.kit.run_scope import RunScope
@@ -89,6 +89,8 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
                 # but the model still answers and can tell the user what to do
                 self._close_soon(runtime)
                 return await handler(_with_note(request, f"{exc}. No tools are available."))
+            if scope.refused_at_open:
+                scope = await self._reconnect_at_open(runtime, scope)
             tools = [bound.tool for bound in scope.tools.values()]
             note = scope.availability_note()
             if note:
@@ -203,6 +205,17 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
             return bound_result(result)
         audit["outcome"] = "ok"
         return result
+
+    async def _reconnect_at_open(self, runtime: Any, scope: RunScope) -> RunScope:
+        """A connected account refused when its session opened: drop it (only if unchanged),
+        pause the run for the user to reconnect, then start over with what they connected.
+
+        The scope that holds the refused credential is closed, never reused; if the
+        reconnected account is refused again, the model is told (no second pause)."""
+        server, credential = next(iter(scope.refused_at_open.items()))
+        self._close_soon(runtime)
+        await _revoke_and_pause(server, credential)
+        return await self._scope(runtime)
 
     # --- scopes --------------------------------------------------------------------------
 
@@ -320,20 +333,24 @@ async def _ask_to_reconnect(
     Resuming the thread after reconnecting re-runs this tool call with the new
     credential. If the resumed call is refused again, the model is told.
     """
+    await _revoke_and_pause(server, credential)
+    where = f" at {credential.connect_url}" if credential.connect_url else ""
+    return _tool_error(
+        call, f"MCP server {server!r} refused your reconnected account again: reconnect it{where}"
+    )
+
+
+async def _revoke_and_pause(server: str, credential: ServerCredential) -> None:
+    """Compare-and-delete the refused credential, then the `reconnect_account` interrupt."""
     if credential.revoke is not None:
         await credential.revoke()
-    where = f" at {credential.connect_url}" if credential.connect_url else ""
     interrupt(
         {
             "type": "reconnect_account",
             "server": server,
             "connect_url": credential.connect_url,
-            "message": f"MCP server {server!r} no longer accepts your connected account: "
-            f"reconnect it{where}, then resume this thread",
+            "message": reconnect_message(server, credential),
         }
-    )
-    return _tool_error(
-        call, f"MCP server {server!r} refused your reconnected account again: reconnect it{where}"
     )
 
 

@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from langchain_core.tools import BaseTool
 from mcp.types import Tool as McpTool
 
-from agents.kit.credentials import CredentialUnavailable, ServerCredential, credential_for
+from agents.kit.credentials import (
+    CredentialUnavailable,
+    ServerCredential,
+    credential_for,
+    reconnect_message,
+)
 from agents.kit.pool import SessionKey, session_pool
 from agents.kit.servers import McpServer, McpServersConfig
 from agents.kit.sessions import McpSession, SessionUnavailable
@@ -58,6 +63,9 @@ class RunScope:
     credentials: dict[str, ServerCredential] = field(default_factory=dict)
     tools: dict[str, BoundTool] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    refused_at_open: dict[str, ServerCredential] = field(default_factory=dict)
+    """Reconnectable credentials (connected accounts) a server refused with 401 when its
+    session opened: the middleware drops them and asks the user to reconnect."""
     last_used: float = field(default_factory=time.monotonic)
     _loaded: asyncio.Task[None] | None = None
     _renewing: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -82,7 +90,17 @@ class RunScope:
         )
         listed: dict[str, list[McpTool]] = {}
         for name, result in zip(names, results, strict=True):
-            if isinstance(result, CredentialUnavailable | SessionUnavailable):
+            credential = self.credentials.get(name)
+            if (
+                isinstance(result, SessionUnavailable)
+                and result.status == 401
+                and credential is not None
+                and credential.reconnectable
+            ):
+                self.refused_at_open[name] = credential
+                self.unavailable[name] = reconnect_message(name, credential)
+                log.warning("MCP server %s refused the connected account at session open", name)
+            elif isinstance(result, CredentialUnavailable | SessionUnavailable):
                 self.unavailable[name] = str(result)
                 log.warning("MCP server %s unavailable for this run: %s", name, result)
             elif isinstance(result, BaseException):
