@@ -13,15 +13,14 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from functools import lru_cache
 from typing import Any
 
 from langgraph_sdk import Auth
 
-from onbehalf.jwt_auth import InvalidToken, JwtVerifier, parse_bearer
+from onbehalf.jwt_auth import InvalidToken, parse_bearer, process_verifier
 from onbehalf.production import enforce_production_settings
 from onbehalf.sealing import process_sealing_keys, seal_token
-from onbehalf.settings import SettingsError, auth_settings
+from onbehalf.settings import SettingsError
 
 log = logging.getLogger("onbehalf.auth")
 
@@ -29,9 +28,7 @@ enforce_production_settings()  # the server must not start on a dev-only configu
 auth = Auth()
 
 
-@lru_cache(maxsize=1)
-def _verifier() -> JwtVerifier:
-    return JwtVerifier(auth_settings())
+_verifier = process_verifier
 
 
 @auth.authenticate

@@ -20,6 +20,7 @@ import httpx
 import jwt
 
 from onbehalf.cli_errors import CliError
+from onbehalf.jwt_auth import bearer_header
 from onbehalf.settings import SettingsError, auth_settings
 
 DEFAULT_SCOPES = ["tickets:read", "tickets:write"]
@@ -78,7 +79,7 @@ async def _chat(
 ) -> tuple[str, str]:
     from langgraph_sdk import get_client
 
-    client = get_client(url=url, headers={"Authorization": f"Bearer {token}"})
+    client = get_client(url=url, headers={"Authorization": bearer_header(token)})
     try:
         if thread_id is None:
             thread_id = (await client.threads.create())["thread_id"]

@@ -22,14 +22,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from onbehalf.jwt_auth import TOKEN_KEY_NAMES
+from onbehalf.jwt_auth import TOKEN_KEY_NAMES, looks_like_jwt
 
 _COPY = re.compile(r"^/threads/[^/]+/copy/?$")
 _JOIN_STREAM = re.compile(r"^/threads/[^/]+(/runs/[^/]+)?/stream/?$")
 _SSE_NOT_FOUND = re.compile(rb"^event: *error\r?\ndata: *.*\b404\b.*not found", re.I | re.S)
 _PEEK_BYTES = 4096
 _STORED_FIELDS = ("config", "context", "metadata", "kwargs")
-_JWT = re.compile(r"^\s*(?:bearer\s+)?eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\s*$", re.I)
 _MAX_SCANNED_BODY = 8 * 1024 * 1024
 _REFUSED = json.dumps({
     "detail": "refusing to store a token: this request carries a JWT (or a token key) in its "
@@ -55,7 +54,7 @@ def _carries_token(value: object, depth: int = 0) -> bool:
     if depth > 8:
         return False
     if isinstance(value, str):
-        return bool(_JWT.match(value))
+        return looks_like_jwt(value)
     if isinstance(value, dict):
         return any(
             (str(k).lower() in TOKEN_KEY_NAMES and v) or _carries_token(v, depth + 1)

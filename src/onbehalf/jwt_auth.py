@@ -13,12 +13,13 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import jwt
 from jwt import PyJWKClient
 
-from onbehalf.settings import AuthSettings
+from onbehalf.settings import AuthSettings, auth_settings
 
 MAX_TOKEN_BYTES = 8192
 """Real access tokens are well under 4 KB; anything far larger is an attack or a mistake."""
@@ -70,6 +71,29 @@ def parse_bearer(authorization: str | None) -> str:
             "unsupported Authorization scheme: use 'Bearer <your JWT>'",
         )
     return match.group("token")
+
+
+def bearer_header(token: str) -> str:
+    """The `Authorization` value that presents `token` (the one place it is spelled)."""
+    return f"Bearer {token}"
+
+
+def without_bearer_scheme(value: str) -> str:
+    """`value` with a leading `Bearer` scheme (any case) and surrounding whitespace removed."""
+    match = _BEARER.match(value)
+    return match.group("token") if match is not None else value.strip()
+
+
+def looks_like_jwt(value: str) -> bool:
+    """A JWT in compact form (an `eyJ` header), bare or behind a `Bearer` scheme."""
+    token = without_bearer_scheme(value)
+    return token.startswith("eyJ") and bool(_JWT_SHAPE.match(token))
+
+
+@lru_cache(maxsize=1)
+def process_verifier() -> JwtVerifier:
+    """The process's verifier (one JWKS cache) for the server edge and in-process runs."""
+    return JwtVerifier(auth_settings())
 
 
 @dataclass(frozen=True)

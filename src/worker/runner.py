@@ -25,6 +25,7 @@ import httpx
 from langgraph.pregel.remote import RemoteException, RemoteGraph
 from langgraph_sdk.client import LangGraphClient
 
+from onbehalf.jwt_auth import bearer_header
 from onbehalf.settings import HandoffSettings
 from worker.handoff import HandedOffToken, TokenHandoff
 
@@ -122,7 +123,7 @@ class _ServerCalls:
                 timeout=TIMEOUT,
                 # httpx hides the Authorization value in reprs and its own logs.
                 headers={
-                    "Authorization": f"Bearer {token.value.get_secret_value()}",
+                    "Authorization": bearer_header(token.value.get_secret_value()),
                     "User-Agent": "onbehalf-worker",
                 },
             )

@@ -32,6 +32,7 @@ from agents.kit.servers import (
 )
 from agents.kit.tokens import UserToken
 from agents.kit.transport import session_transport
+from onbehalf.jwt_auth import bearer_header
 from onbehalf.user_secrets import StoredSecret, UserSecretError, UserSecretStore
 
 
@@ -103,10 +104,10 @@ async def credential_for(name: str, server: McpServer, user: UserToken) -> Serve
     if isinstance(auth, UserTokenAuth):
         if auth.audience is not None:
             _require_audience(name, auth.audience, user)
-        headers["Authorization"] = f"Bearer {user.token.get_secret_value()}"
+        headers["Authorization"] = bearer_header(user.token.get_secret_value())
     elif isinstance(auth, TokenExchangeAuth):
         token = await _exchanged_token(name, server, auth, user)
-        headers["Authorization"] = f"Bearer {token}"
+        headers["Authorization"] = bearer_header(token)
         key = (user.identity, user.fingerprint, name, server.url)
         connect_url = auth.connect_url
 

@@ -12,15 +12,20 @@ import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Literal, TypedDict
 
 from pydantic import SecretStr
 
 from agents.kit.errors import MissingUserToken, UnsafeTokenPath, UserTokenExpired, UserTokenRejected
-from onbehalf.jwt_auth import TOKEN_KEY_NAMES, InvalidToken, JwtVerifier, token_fingerprint
+from onbehalf.jwt_auth import (
+    TOKEN_KEY_NAMES,
+    InvalidToken,
+    process_verifier,
+    token_fingerprint,
+    without_bearer_scheme,
+)
 from onbehalf.sealing import SealingError, process_sealing_keys, unseal_token
-from onbehalf.settings import SettingsError, auth_settings
+from onbehalf.settings import SettingsError
 
 
 class UserContext(TypedDict, total=False):
@@ -52,9 +57,7 @@ class UserToken:
             )
 
 
-@lru_cache(maxsize=1)
-def _verifier() -> JwtVerifier:
-    return JwtVerifier(auth_settings())
+_verifier = process_verifier
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -179,9 +182,7 @@ async def _from_context(raw: Any) -> UserToken:
         raw = raw.get_secret_value()
     if not isinstance(raw, str):
         raise UserTokenRejected("context['user_token'] must be the JWT as a string")
-    token = raw.strip()
-    if token.lower().startswith("bearer "):
-        token = token[7:].strip()
+    token = without_bearer_scheme(raw)
     try:
         claims = await _verifier().verify(token)
     except InvalidToken as exc:
