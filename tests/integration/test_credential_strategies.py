@@ -94,6 +94,28 @@ def github_entry(server: ApiKeyMcp) -> dict[str, Any]:
     }
 
 
+def reconnect_pause(state: dict[str, Any]) -> Any:
+    """The run's one interrupt, which asks alice to reconnect her github account."""
+    (pause,) = state["__interrupt__"]
+    assert pause.value["type"] == "reconnect_account"
+    assert pause.value["server"] == "github"
+    assert pause.value["connect_url"] == "https://app.example/connect/github"
+    return pause
+
+
+async def reconnect_and_resume(
+    github: ApiKeyMcp, secrets: UserSecretStore, agent: Any, config: dict[str, Any], token: str
+) -> None:
+    """alice connects a new key, resumes the thread, and the paused call acts as her."""
+    github.keys["ghk-alice-0002"] = "alice"
+    await secrets.set("alice", "github", "ghk-alice-0002")
+    state = await agent.ainvoke(
+        Command(resume="reconnected"), config=config, context={"user_token": token}
+    )
+    assert payload(results(state)[-1])["as_user"] == "alice"
+    assert state["messages"][-1].content == "done"
+
+
 async def test_token_exchange_sends_an_audience_bound_token_the_server_accepts(
     exchange: ExchangeServer, audience_bound_tickets: TicketsMcpServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -211,19 +233,10 @@ async def test_a_revoked_account_is_dropped_then_the_run_pauses_and_resumes_afte
     config = {"configurable": {"thread_id": "alice-github"}}
     token = mint("alice")
     state = await agent.ainvoke(say("go"), config=config, context={"user_token": token})
-    (pause,) = state["__interrupt__"]
-    assert pause.value["type"] == "reconnect_account"
-    assert pause.value["server"] == "github"
-    assert pause.value["connect_url"] == "https://app.example/connect/github"
+    reconnect_pause(state)
     assert await secrets.get("alice", "github") is None  # the refused secret was dropped
 
-    github.keys["ghk-alice-0002"] = "alice"  # alice reconnects with a new key
-    await secrets.set("alice", "github", "ghk-alice-0002")
-    state = await agent.ainvoke(
-        Command(resume="reconnected"), config=config, context={"user_token": token}
-    )
-    assert payload(results(state)[-1])["as_user"] == "alice"
-    assert state["messages"][-1].content == "done"
+    await reconnect_and_resume(github, secrets, agent, config, token)
 
 
 async def test_an_account_revoked_between_runs_pauses_at_session_open_and_resumes(
@@ -241,21 +254,12 @@ async def test_an_account_revoked_between_runs_pauses_at_session_open_and_resume
     agent, _ = scripted_agent([("whoami", {})], checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "alice-github-at-open"}}
     state = await agent.ainvoke(say("go"), config=config, context={"user_token": token})
-    (pause,) = state["__interrupt__"]
-    assert pause.value["type"] == "reconnect_account"
-    assert pause.value["server"] == "github"
-    assert pause.value["connect_url"] == "https://app.example/connect/github"
+    pause = reconnect_pause(state)
     assert "reconnect it at https://app.example/connect/github" in pause.value["message"]
     assert await secrets.get("alice", "github") is None  # the refused secret was dropped
     assert not results(state), "no tool ran on the refused account"
 
-    github.keys["ghk-alice-0002"] = "alice"  # alice reconnects with a new key
-    await secrets.set("alice", "github", "ghk-alice-0002")
-    state = await agent.ainvoke(
-        Command(resume="reconnected"), config=config, context={"user_token": token}
-    )
-    assert payload(results(state)[-1])["as_user"] == "alice"
-    assert state["messages"][-1].content == "done"
+    await reconnect_and_resume(github, secrets, agent, config, token)
 
 
 async def test_a_user_token_refused_at_session_open_still_says_sign_in_again(
