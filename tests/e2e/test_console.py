@@ -102,9 +102,12 @@ def test_chat_tool_card_isolation_and_no_leak(console_server, browser) -> None:
     assert card.get_attribute("data-tool") == "list_tickets"
     assert card.get_attribute("data-outcome") == "ok"
     alice.page.wait_for_selector("li.ai:has-text('T-1001')", timeout=60000)
-    alice.page.wait_for_function(
-        "document.querySelector('#threads a') && !document.querySelector('#threads a')"
-        ".textContent.startsWith('untitled')", timeout=60000)
+    first = alice.page.locator("#threads a").first
+    for _ in range(120):  # the title arrives after the run (thread_title graph)
+        if first.count() and not first.inner_text().startswith("untitled"):
+            break
+        alice.page.wait_for_timeout(250)
+    assert not first.inner_text().startswith("untitled")
     IMG.mkdir(parents=True, exist_ok=True)
     alice.page.screenshot(path=str(IMG / "console-chat.png"))
     thread_url = alice.page.url
@@ -121,7 +124,9 @@ def test_chat_tool_card_isolation_and_no_leak(console_server, browser) -> None:
 
     alice.assert_token_only_in_authorization(alice.token())
     bob.assert_token_only_in_authorization(bob.token())
-    assert alice.errors == [] and bob.errors == [], alice.errors + bob.errors
+    assert alice.errors == [], alice.errors
+    # bob's only console lines are the browser's own network log of the 404 he was meant to get
+    assert all("status of 404" in e for e in bob.errors), bob.errors
     alice.context.close()
     bob.context.close()
 
