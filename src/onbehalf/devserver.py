@@ -78,6 +78,7 @@ def main() -> int:
             return 1
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ)
+    env.setdefault("ONBEHALF_DEV_CONSOLE", "1")
     if MCP_PORT != 8765:  # mcp_servers.json names 8765; point the agents at the moved server
         servers = {"servers": {"tickets": {"url": f"http://127.0.0.1:{MCP_PORT}/mcp"}}}
         env.setdefault("MCP_SERVERS", json.dumps(servers))
@@ -101,6 +102,8 @@ def main() -> int:
             print("make dev: langgraph dev did not start (see above)", file=sys.stderr)
             return 1
         print(
+            "\n"
+            f"Dev console: http://127.0.0.1:{SERVER_PORT}/console\n"
             "\n"
             "onbehalf is running (offline model, no API key needed):\n"
             f"  LangGraph server  http://127.0.0.1:{SERVER_PORT}\n"

@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from onbehalf.console import routes as console_routes
 from onbehalf.jwt_auth import TOKEN_KEY_NAMES, looks_like_jwt
 
 _COPY = re.compile(r"^/threads/[^/]+/copy/?$")
@@ -199,4 +200,6 @@ def _stream_error_as_404(send: Send) -> Send:
     return wrapper
 
 
-app = Starlette(middleware=[Middleware(RefuseStoredTokens), Middleware(ConcealForeignThreads)])
+app = Starlette(
+    routes=console_routes,  # the dev console: 404 unless ONBEHALF_DEV_CONSOLE=1 (not production)
+    middleware=[Middleware(RefuseStoredTokens), Middleware(ConcealForeignThreads)])

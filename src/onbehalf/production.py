@@ -41,6 +41,11 @@ def production_problems(env: dict[str, str] | None = None) -> list[str]:
             f"AUTH_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes (use AUTH_JWKS_URL "
             "with your identity provider, or a long random secret)"
         )
+    if env.get("ONBEHALF_DEV_CONSOLE", "").strip() not in ("", "0"):
+        problems.append(
+            "ONBEHALF_DEV_CONSOLE is set (the dev console mints tokens with the dev secret; "
+            "unset it in production)"
+        )
     model = env.get("AGENT_MODEL", "").strip() or "offline"
     if model == "offline":
         problems.append(

@@ -1,0 +1,152 @@
+"""The dev console (DESIGN.md §9): chat as any dev user in a browser.
+
+Exists only with `ONBEHALF_DEV_CONSOLE=1` and never with `ONBEHALF_ENV=production`;
+every route answers 404 otherwise (checked on each request, fail closed). The token
+route mints a dev JWT with the dev secret for loopback clients only; the page keeps it
+in sessionStorage and sends it only as the Authorization header.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+STATIC = Path(__file__).parent / "static"
+_FILES = {"console.js": "text/javascript", "console.css": "text/css"}
+_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_SCOPE = re.compile(r"^[A-Za-z0-9:._-]{1,64}$")
+_NO_STORE = {"cache-control": "no-store", "x-content-type-options": "nosniff",
+             "referrer-policy": "no-referrer"}
+_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
+def console_enabled(env: dict[str, str] | None = None) -> bool:
+    """On only when ONBEHALF_DEV_CONSOLE=1 and not ONBEHALF_ENV=production."""
+    env = os.environ if env is None else env
+    if env.get("ONBEHALF_ENV", "").strip().lower() == "production":
+        return False
+    return env.get("ONBEHALF_DEV_CONSOLE", "").strip() == "1"
+
+
+def _not_found() -> Response:
+    return JSONResponse({"detail": "Not Found"}, status_code=404)
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def loopback_only(request: Request) -> bool:
+    """The peer is loopback and no proxy header says the request came from elsewhere."""
+    if not _is_loopback(request.client.host if request.client else None):
+        return False
+    for name in ("x-forwarded-for", "x-real-ip", "forwarded"):
+        for value in request.headers.getlist(name):
+            for part in value.split(","):
+                part = part.strip()
+                if name == "forwarded":
+                    m = re.search(r'for="?\[?([^\]";,]+)', part, re.I)
+                    part = m.group(1) if m else ""
+                if not _is_loopback(part):
+                    return False
+    return True
+
+
+async def page(request: Request) -> Response:
+    if not console_enabled():
+        return _not_found()
+    return FileResponse(STATIC / "index.html", media_type="text/html",
+                        headers={**_NO_STORE, "content-security-policy": _CSP})
+
+
+async def static(request: Request) -> Response:
+    if not console_enabled():
+        return _not_found()
+    name = request.path_params["name"]
+    if name not in _FILES:
+        return _not_found()
+    return FileResponse(STATIC / name, media_type=_FILES[name], headers=_NO_STORE)
+
+
+async def token(request: Request) -> Response:
+    """Mint a dev JWT (as `onbehalf token`): dev console on, loopback clients only."""
+    if not console_enabled():
+        return _not_found()
+    if not loopback_only(request):
+        return JSONResponse({"detail": "the dev sign-in is for loopback clients only"},
+                            status_code=403)
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return JSONResponse({"detail": "send JSON {\"user\": ..., \"scopes\": [...]}"},
+                            status_code=400)
+    user = body.get("user")
+    scopes = body.get("scopes", ["tickets:read"])
+    ttl = body.get("ttl", 3600)
+    if not isinstance(user, str) or not _USER.match(user):
+        return JSONResponse({"detail": "user: letters, digits, . _ @ - (at most 64)"},
+                            status_code=400)
+    if not (isinstance(scopes, list) and all(isinstance(s, str) and _SCOPE.match(s)
+                                             for s in scopes)):
+        return JSONResponse({"detail": "scopes: a list of scope names"}, status_code=400)
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 86400:
+        return JSONResponse({"detail": "ttl: 1 to 86400 seconds"}, status_code=400)
+    from onbehalf.cli import CliError
+    from onbehalf.client_cli import mint_dev_token
+
+    try:
+        jwt = mint_dev_token(user, scopes, ttl)
+    except CliError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+    return JSONResponse({"token": jwt, "user": user, "scopes": scopes, "expires_in": ttl},
+                        headers=_NO_STORE)
+
+
+def _servers_config() -> dict[str, object]:
+    text = os.environ.get("MCP_SERVERS", "").strip()
+    if not text:
+        path = Path(os.environ.get("MCP_SERVERS_FILE", "") or "mcp_servers.json")
+        try:
+            text = path.read_text()
+        except OSError:
+            return {}
+    try:
+        servers = json.loads(text).get("servers", {})
+    except (ValueError, AttributeError):
+        return {}
+    return servers if isinstance(servers, dict) else {}
+
+
+async def servers(request: Request) -> Response:
+    """Configured server names and tool allowlists (no URLs, no credentials)."""
+    if not console_enabled():
+        return _not_found()
+    out = {}
+    for name, cfg in _servers_config().items():
+        tools = cfg.get("tools") if isinstance(cfg, dict) else None
+        out[str(name)] = {"tools": [str(t) for t in tools] if isinstance(tools, list) else None}
+    return JSONResponse({"servers": out}, headers=_NO_STORE)
+
+
+routes = [
+    Route("/console", page, methods=["GET"]),
+    Route("/console/", page, methods=["GET"]),
+    Route("/console/static/{name}", static, methods=["GET"]),
+    Route("/console/api/token", token, methods=["POST"]),
+    Route("/console/api/servers", servers, methods=["GET"]),
+]
