@@ -100,7 +100,18 @@ def test_bad_sign_in_requests_are_refused(console_on, body) -> None:
 
 def test_servers_lists_names_and_tools_only(console_on, monkeypatch) -> None:
     monkeypatch.setenv("MCP_SERVERS", '{"servers": {"tickets": {"url": "http://h/mcp", '
-                       '"auth": {"type": "static", "env": "SECRET_X"}, '
+                       '"auth": {"type": "static", "value_env": "SECRET_X"}, '
                        '"tools": ["list_tickets"]}}}')
     data = _client().get("/console/api/servers").json()
     assert data == {"servers": {"tickets": {"tools": ["list_tickets"]}}}
+
+
+def test_another_site_in_the_developers_browser_cannot_mint_a_token(console_on) -> None:
+    # the browser is on loopback too; only the console's own page may sign in
+    resp = _client().post("/console/api/token", json={"user": "alice"},
+                          headers={"Origin": "https://evil.example"})
+    assert resp.status_code == 403
+    assert "token" not in resp.json()
+    own = _client().post("/console/api/token", json={"user": "alice"},
+                         headers={"Origin": "http://testserver"})
+    assert own.status_code == 200

@@ -65,6 +65,15 @@ def loopback_only(request: Request) -> bool:
     return True
 
 
+def same_origin(request: Request) -> bool:
+    """No `Origin`, or the console's own (a browser sends it on every cross-site POST)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    return origin.rstrip("/") == own
+
+
 async def page(request: Request) -> Response:
     if not console_enabled():
         return _not_found()
@@ -88,6 +97,10 @@ async def token(request: Request) -> Response:
     if not loopback_only(request):
         return JSONResponse({"detail": "the dev sign-in is for loopback clients only"},
                             status_code=403)
+    if not same_origin(request):
+        # another site open in the developer's browser is loopback too: never mint for it
+        return JSONResponse({"detail": "the dev sign-in answers the console's own page only"},
+                            status_code=403)
     try:
         body = json.loads(await request.body() or b"{}")
     except ValueError:
@@ -106,7 +119,7 @@ async def token(request: Request) -> Response:
         return JSONResponse({"detail": "scopes: a list of scope names"}, status_code=400)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 86400:
         return JSONResponse({"detail": "ttl: 1 to 86400 seconds"}, status_code=400)
-    from onbehalf.cli import CliError
+    from onbehalf.cli_errors import CliError
     from onbehalf.client_cli import mint_dev_token
 
     try:
@@ -118,18 +131,13 @@ async def token(request: Request) -> Response:
 
 
 def _servers_config() -> dict[str, object]:
-    text = os.environ.get("MCP_SERVERS", "").strip()
-    if not text:
-        path = Path(os.environ.get("MCP_SERVERS_FILE", "") or "mcp_servers.json")
-        try:
-            text = path.read_text()
-        except OSError:
-            return {}
+    from agents.kit.servers import ServersFileError, load_servers_config
+
     try:
-        servers = json.loads(text).get("servers", {})
-    except (ValueError, AttributeError):
+        return {name: {"tools": server.tools}
+                for name, server in load_servers_config().servers.items()}
+    except ServersFileError:
         return {}
-    return servers if isinstance(servers, dict) else {}
 
 
 async def servers(request: Request) -> Response:
