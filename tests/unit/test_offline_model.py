@@ -17,7 +17,7 @@ from langchain_core.messages import (
 from langchain_core.tools import tool
 
 from agents.kit.models import ModelConfigError, load_chat_model
-from agents.kit.offline import OfflineChatModel
+from agents.offline_model import OfflineChatModel
 
 
 @tool

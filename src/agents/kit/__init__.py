@@ -9,5 +9,5 @@
 - `tools`       allowlists and tool naming
 - `middleware`  `McpToolsMiddleware`, which wires the above into an agent
 - `agent`       `build_mcp_agent`, the ~5-line way to define a graph
-- `models`      `load_chat_model` (`AGENT_MODEL`), `offline` the deterministic model
+- `models`      `load_chat_model` (`AGENT_MODEL`; the offline model is `agents.offline_model`)
 """
