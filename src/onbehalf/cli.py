@@ -61,6 +61,12 @@ def _secrets(args: argparse.Namespace) -> int:
     return cmd_secrets(args)
 
 
+def _connections(args: argparse.Namespace) -> int:
+    from onbehalf.connections_cli import cmd_connections
+
+    return cmd_connections(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="onbehalf",
@@ -107,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
         if action != "list":
             p.add_argument("name", help="the secret's name, as the servers file names it")
         p.set_defaults(func=_secrets)
+
+    connections = sub.add_parser(
+        "connections", help="a user's OAuth connections (for oauth servers), as the routes show"
+    )
+    csub = connections.add_subparsers(
+        dest="connections_command", required=True, parser_class=_Parser
+    )
+    for action, text in (("list", "the user's oauth servers and their state (never a token)"),
+                         ("delete", "forget the user's tokens for a server, revoking them")):
+        p = csub.add_parser(action, help=text)
+        p.add_argument("--as", dest="user", required=True, help="whose connections")
+        if action == "delete":
+            p.add_argument("server", help="the oauth server's name in the servers file")
+        p.set_defaults(func=_connections)
 
     worker = sub.add_parser("worker", help="background worker commands")
     wsub = worker.add_subparsers(dest="worker_command", required=True, parser_class=_Parser)

@@ -2,7 +2,10 @@
 
 `token` mints a dev JWT with the configured HS256 secret, issuer and
 audience; `chat` sends one message through the LangGraph SDK with that token
-as the `Authorization` header, exactly as a real client would.
+as the `Authorization` header, exactly as a real client would. When the run
+pauses for a connection (`connect_account` / `reconnect_account`), `chat`
+prints the link, waits until `GET /connections` shows the account connected
+(or, for other accounts, until Enter), and resumes the thread.
 """
 
 from __future__ import annotations
@@ -74,6 +77,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+CONNECT_POLL_SECONDS = 2.0
+PAUSED_EXIT_CODE = 5
+
+
 async def _chat(
     url: str, token: str, graph: str, message: str, thread_id: str | None
 ) -> tuple[str, str]:
@@ -86,6 +93,9 @@ async def _chat(
         result = await client.runs.wait(
             thread_id, graph, input={"messages": [{"role": "user", "content": message}]}
         )
+        while (pause := await _pending_interrupt(client, thread_id)) is not None:
+            resume = await _wait_for_user(url, token, pause, thread_id)
+            result = await client.runs.wait(thread_id, graph, command={"resume": resume})
     except httpx.ConnectError:
         raise CliError(f"cannot reach the LangGraph server at {url} (is `make dev` running?)",
                        4) from None
@@ -95,6 +105,57 @@ async def _chat(
         error = result["__error__"]
         raise CliError(f"the run failed: {error.get('message', error)}", 4)
     return _answer(result), thread_id
+
+
+async def _pending_interrupt(client: Any, thread_id: str) -> dict[str, Any] | None:
+    """The value of the interrupt the thread is paused on, if any."""
+    state = await client.threads.get_state(thread_id)
+    for task in state.get("tasks") or []:
+        for pending in task.get("interrupts") or []:
+            value = pending.get("value")
+            return value if isinstance(value, dict) else {"value": value}
+    return None
+
+
+async def _wait_for_user(url: str, token: str, pause: dict[str, Any],
+                         thread_id: str) -> dict[str, Any]:
+    """Print the link; come back when the account is connected (what resuming sends)."""
+    kind = pause.get("type")
+    server = str(pause.get("server") or "")
+    if kind not in ("connect_account", "reconnect_account"):
+        raise CliError(f"the run paused: {json.dumps(pause)[:500]} (thread {thread_id})",
+                       PAUSED_EXIT_CODE)
+    print(pause.get("message") or f"connect your {server!r} account")
+    if pause.get("connect_url"):
+        print(pause["connect_url"], flush=True)
+    headers = {"Authorization": bearer_header(token)}
+    deadline = time.monotonic() + float(os.environ.get("OAUTH_FLOW_TTL_SECONDS") or 600)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as http:
+        listed = await _connection_state(http, server)
+        if listed is None:  # not an oauth server (e.g. user_secret): the user says when
+            if not sys.stdin.isatty():
+                raise CliError(
+                    f"the run paused for the user to connect {server!r}; resume thread "
+                    f"{thread_id} once they are done", PAUSED_EXIT_CODE,
+                )
+            await asyncio.to_thread(input, "press Enter once the account is connected: ")
+            return {"connected": server}
+        print(f"(waiting for {server!r} to be connected...)", file=sys.stderr, flush=True)
+        while time.monotonic() < deadline:
+            if await _connection_state(http, server) == "connected":
+                return {"connected": server}
+            await asyncio.sleep(CONNECT_POLL_SECONDS)
+    raise CliError(f"{server!r} was not connected in time; resume thread {thread_id} later",
+                   PAUSED_EXIT_CODE)
+
+
+async def _connection_state(http: httpx.AsyncClient, server: str) -> str | None:
+    response = await http.get("/connections")
+    response.raise_for_status()
+    for entry in response.json().get("connections", []):
+        if entry.get("server") == server:
+            return str(entry.get("status"))
+    return None
 
 
 def _detail(response: httpx.Response) -> str:

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onbehalf.console import routes as console_routes
 from onbehalf.jwt_auth import TOKEN_KEY_NAMES, looks_like_jwt
+from onbehalf.oauth.routes import routes as oauth_routes
 
 _COPY = re.compile(r"^/threads/[^/]+/copy/?$")
 _JOIN_STREAM = re.compile(r"^/threads/[^/]+(/runs/[^/]+)?/stream/?$")
@@ -201,5 +202,7 @@ def _stream_error_as_404(send: Send) -> Send:
 
 
 app = Starlette(
-    routes=console_routes,  # the dev console: 404 unless ONBEHALF_DEV_CONSOLE=1 (not production)
+    # the dev console (404 unless ONBEHALF_DEV_CONSOLE=1, never in production) and the
+    # connected-account routes of DESIGN.md §8
+    routes=[*console_routes, *oauth_routes],
     middleware=[Middleware(RefuseStoredTokens), Middleware(ConcealForeignThreads)])

@@ -74,12 +74,43 @@ def _servers_problems(env: dict[str, str]) -> list[str]:
     except (ServersFileError, OSError):
         return []  # the servers file's own error names the problem when it is loaded
     source = "MCP_SERVERS" if inline else "MCP_SERVERS_FILE"
-    return [
+    problems = [
         f"{source}: server {name!r} is on loopback ({server.url}): a development server; "
         "point it at the MCP server's real address"
         for name, server in config.servers.items()
         if _is_loopback(server.url)
     ]
+    oauth = sorted(name for name, server in config.servers.items()
+                   if server.auth.type == "oauth")
+    if oauth:
+        problems.extend(_oauth_problems(env, oauth))
+    return problems
+
+
+def _oauth_problems(env: dict[str, str], servers: list[str]) -> list[str]:
+    """An `oauth` server needs where browsers come back to, and the deployer's confirm page."""
+    which = ", ".join(repr(s) for s in servers)
+    problems = []
+    public = env.get("ONBEHALF_PUBLIC_URL", "").strip()
+    if not public:
+        problems.append(
+            f"ONBEHALF_PUBLIC_URL is not set (the oauth server(s) {which} redirect users' "
+            "browsers to {ONBEHALF_PUBLIC_URL}/oauth/callback)"
+        )
+    elif urlsplit(public).scheme != "https" or not urlsplit(public).hostname:
+        problems.append(
+            f"ONBEHALF_PUBLIC_URL={public!r} is not an https URL (authorization codes would "
+            "travel in clear)"
+        )
+    confirm = env.get("OAUTH_CONFIRM_URL", "").strip()
+    if not confirm:
+        problems.append(
+            f"OAUTH_CONFIRM_URL is not set (the page of your app where a signed-in user "
+            f"confirms connecting {which}; docs/connected-accounts.md)"
+        )
+    elif urlsplit(confirm).scheme != "https":
+        problems.append(f"OAUTH_CONFIRM_URL={confirm!r} is not an https URL")
+    return problems
 
 
 def _is_loopback(url: str) -> bool:

@@ -104,6 +104,67 @@ class HandoffSettings(BaseSettings):
     langgraph_url: str = "http://127.0.0.1:2024"
 
 
+class RedisSettings(BaseSettings):
+    """The Redis every onbehalf store shares (handoff, connected accounts, OAuth)."""
+
+    model_config = _env_config()
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+class OAuthSettings(BaseSettings):
+    """Connected accounts over OAuth (DESIGN.md §8)."""
+
+    model_config = _env_config()
+
+    onbehalf_public_url: str | None = None
+    oauth_confirm_url: str | None = None
+    oauth_flow_ttl_seconds: int = Field(default=600, gt=0, le=3600)
+    oauth_key_prefix: str = "onbehalf-oauth:"
+    onbehalf_env: str = ""
+    langgraph_api_url: str | None = None
+    """Set by `langgraph dev` to its own URL: the dev default of ONBEHALF_PUBLIC_URL."""
+
+    @field_validator("onbehalf_public_url", "oauth_confirm_url", "langgraph_api_url",
+                     mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().rstrip("/") or None
+        return value
+
+    @property
+    def production(self) -> bool:
+        return self.onbehalf_env.strip().lower() == "production"
+
+    @property
+    def public_url(self) -> str:
+        """Where browsers reach this server; the redirect URI hangs off it."""
+        url = self.onbehalf_public_url or (None if self.production else self.langgraph_api_url)
+        if not url:
+            raise SettingsError(
+                "ONBEHALF_PUBLIC_URL is not set: an oauth MCP server needs the server's "
+                "external base URL (the redirect URI is {ONBEHALF_PUBLIC_URL}/oauth/callback)"
+            )
+        return url
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self.public_url}/oauth/callback"
+
+    @property
+    def confirm_url(self) -> str:
+        """The deployer's confirm page; in dev the console's."""
+        if self.oauth_confirm_url:
+            return self.oauth_confirm_url
+        if self.production:
+            raise SettingsError(
+                "OAUTH_CONFIRM_URL is not set: in production the page of your app where a "
+                "signed-in user confirms a connection is required (docs/connected-accounts.md)"
+            )
+        return f"{self.public_url}/console"
+
+
 class AgentSettings(BaseSettings):
     """Which chat model the agents use and where their MCP servers are described."""
 

@@ -20,25 +20,19 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 from redis.exceptions import RedisError
 
+from onbehalf.redis_store import RedisStore, StoreError
 from onbehalf.sealing import (
     SealingError,
     SealingKeys,
-    process_sealing_keys,
     seal_value,
     unseal_value,
 )
 
 DEFAULT_PREFIX = "onbehalf-secret:"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_COMPARE_AND_DELETE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
-class UserSecretError(Exception):
+class UserSecretError(StoreError):
     """The store cannot be used as asked; the message says what to do."""
 
 
@@ -64,8 +58,11 @@ def validate_secret_name(name: str) -> str:
     return name
 
 
-class UserSecretStore:
+class UserSecretStore(RedisStore):
     """Per-user sealed secrets in Redis (`REDIS_URL`)."""
+
+    what = "the secret store"
+    error = UserSecretError
 
     def __init__(
         self,
@@ -75,16 +72,8 @@ class UserSecretStore:
         prefix: str | None = None,
         keys: SealingKeys | None = None,
     ) -> None:
-        self.url = url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        super().__init__(client, url=url, keys=keys)
         self.prefix = prefix or os.environ.get("USER_SECRETS_PREFIX") or DEFAULT_PREFIX
-        self._client = client or aioredis.from_url(
-            self.url, socket_connect_timeout=2, socket_timeout=3, decode_responses=True
-        )
-        self._keys = keys
-
-    @property
-    def keys(self) -> SealingKeys:
-        return self._keys or process_sealing_keys()
 
     def key_for(self, identity: str, name: str) -> str:
         return f"{self.prefix}{quote(identity, safe='')}:{validate_secret_name(name)}"
@@ -92,11 +81,7 @@ class UserSecretStore:
     async def set(self, identity: str, name: str, value: str) -> None:
         if not value:
             raise UserSecretError("the secret value is empty")
-        if self.keys.ephemeral:
-            raise UserSecretError(
-                "TOKEN_SEALING_KEY is not set: a secret sealed with this process's ephemeral "
-                "key could never be opened by the server; set the same key the server uses"
-            )
+        self.require_durable_keys()
         sealed = seal_value(self.keys, value, _aad(identity, name))
         await self._run(self._client.set(self.key_for(identity, name), sealed))
 
@@ -117,9 +102,7 @@ class UserSecretStore:
 
     async def delete_if_unchanged(self, identity: str, secret: StoredSecret) -> bool:
         """Delete only if the stored value is still the one that was used."""
-        key = self.key_for(identity, secret.name)
-        result = await self._run(self._client.eval(_COMPARE_AND_DELETE, 1, key, secret.stored))
-        return bool(result)
+        return await self.compare_and_delete(self.key_for(identity, secret.name), secret.stored)
 
     async def names(self, identity: str) -> list[str]:
         pattern = f"{self.prefix}{quote(identity, safe='')}:*"
@@ -132,15 +115,3 @@ class UserSecretStore:
                 f"the secret store at REDIS_URL is unreachable ({type(exc).__name__})"
             ) from None
         return sorted(found)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def _run(self, awaitable):  # type: ignore[no-untyped-def]
-        try:
-            return await awaitable
-        except RedisError as exc:
-            raise UserSecretError(
-                f"the secret store at REDIS_URL is unreachable ({type(exc).__name__}): "
-                "check REDIS_URL and that Redis is running"
-            ) from None

@@ -8,7 +8,9 @@ Output contracts (docs/worker.md):
   arrives, ending with `{"event": "done", ...}`.
 
 Exit codes: 0 done; 2 no usable token (missing, taken, expired, malformed,
-Redis down or misconfigured); 3 rejected by the server; 4 the run failed.
+Redis down or misconfigured); 3 rejected by the server; 4 the run failed;
+5 the run paused for the user (e.g. `connect_account`: the interrupt, with its
+link, is in the JSON lines; resume the thread once the user is done).
 Every failure is one `onbehalf: <reason>` line on stderr (via CliError),
 never a traceback and never the token.
 """
@@ -26,6 +28,8 @@ from onbehalf.cli_errors import CliError
 from onbehalf.settings import HandoffSettings, describe_validation_error
 from worker.handoff import HandoffError, TokenHandoff
 from worker.runner import WorkerError, run_execution
+
+PAUSED_EXIT_CODE = 5
 
 
 def cmd_handoff_put(args: argparse.Namespace) -> int:
@@ -60,21 +64,29 @@ def cmd_worker_run(args: argparse.Namespace) -> int:
     message = " ".join(args.message)
     graph_input = {"messages": [{"role": "user", "content": message}]}
 
-    async def run() -> None:
+    async def run() -> bool:
+        paused = False
         events = run_execution(
             args.execution_id, args.graph, graph_input, args.thread_id, settings=settings
         )
         async for event in events:
+            paused = paused or event.get("event") == "interrupt"
             _emit(event)
+        return paused
 
     try:
-        asyncio.run(run())
+        paused = asyncio.run(run())
     except (HandoffError, WorkerError) as exc:
         raise CliError(str(exc), exc.exit_code) from None
     except BrokenPipeError:
         raise CliError("stdout was closed before the run finished", 4) from None
     except Exception as exc:  # the CLI boundary: one line, never a traceback
         raise CliError(f"the run failed unexpectedly ({type(exc).__name__}: {exc})", 4) from None
+    if paused:
+        raise CliError(
+            "the run paused for the user (see the interrupt line): resume its thread once "
+            "they are done", PAUSED_EXIT_CODE,
+        )
     return 0
 
 

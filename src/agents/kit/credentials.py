@@ -1,7 +1,9 @@
 """Where each server's credential is decided (the servers file's `auth.type`).
 
 `user_token` sends exactly the JWT the user presented; `token_exchange`
-trades it (RFC 8693) for one issued for that server; `static` reads a service
+trades it (RFC 8693) for one issued for that server; `user_secret` and `oauth`
+send the user's own connected account (`oauth`: tokens from the MCP
+authorization spec flow, refreshed before use); `static` reads a service
 credential from the environment; `none` sends nothing. The result is the
 connection of one session for one user: it is never reused for another.
 """
@@ -9,14 +11,13 @@ connection of one session for one user: it is never reused for another.
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote_plus
 
 import httpx
 import jwt
@@ -25,6 +26,7 @@ from pydantic import SecretStr
 from agents.kit.errors import OnBehalfError
 from agents.kit.servers import (
     McpServer,
+    OAuthAuth,
     StaticAuth,
     TokenExchangeAuth,
     UserSecretAuth,
@@ -33,6 +35,19 @@ from agents.kit.servers import (
 from agents.kit.tokens import UserToken
 from agents.kit.transport import session_transport
 from onbehalf.jwt_auth import bearer_header
+from onbehalf.oauth.accounts import (
+    NotConnected,
+    OAuthProblem,
+    OAuthServer,
+    access_token,
+    basic_credentials,
+    drop_refused,
+    oauth_server,
+    start_flow,
+)
+from onbehalf.oauth.accounts import refresh as refresh_oauth
+from onbehalf.oauth.store import StoredTokens
+from onbehalf.redis_store import StoreError
 from onbehalf.user_secrets import StoredSecret, UserSecretError, UserSecretStore
 
 
@@ -45,6 +60,20 @@ class CredentialUnavailable(OnBehalfError):
 
 
 Revoke = Callable[[], Awaitable[None]]
+Connect = Callable[[], Awaitable[str]]
+Refresh = Callable[[], Awaitable[bool]]
+
+
+class AccountNotConnected(CredentialUnavailable):
+    """An `oauth` server the user has not connected (or must reconnect): lazy consent."""
+
+    def __init__(self, server: str, state: str, description: str | None,
+                 connect: Connect) -> None:
+        verb = "reconnect" if state == "needs_reconnect" else "connect"
+        super().__init__(server, f"MCP server {server!r} needs you to {verb} your account")
+        self.state = state
+        self.description = description
+        self.connect = connect
 
 
 @dataclass(frozen=True)
@@ -56,16 +85,29 @@ class ServerCredential:
     connect_url: str | None = None
     revoke: Revoke | None = field(default=None, repr=False)
     """Compare-and-delete of the cached/stored credential that was actually sent."""
+    connect: Connect | None = field(default=None, repr=False)
+    """Starts a new connect flow and gives its link (`oauth`: a link is single use)."""
+    refresh: Refresh | None = field(default=None, repr=False)
+    """After a 401: refresh the tokens that were sent; False when that is not possible."""
 
     @property
     def reconnectable(self) -> bool:
         """A refusal means "reconnect that account", not "sign in again"."""
-        return self.kind in ("token_exchange", "user_secret")
+        return self.kind in ("token_exchange", "user_secret", "oauth")
+
+    async def link(self) -> str | None:
+        """Where the user (re)connects: a fresh flow for `oauth`, else the configured page."""
+        if self.connect is not None:
+            with contextlib.suppress(OAuthProblem):
+                return await self.connect()
+            return None
+        return self.connect_url
 
 
-def reconnect_message(server: str, credential: ServerCredential) -> str:
+def reconnect_message(server: str, credential: ServerCredential, link: str | None = None) -> str:
     """What the user reads when a server no longer accepts their connected account."""
-    where = f" at {credential.connect_url}" if credential.connect_url else ""
+    link = link if link is not None else credential.connect_url
+    where = f" at {link}" if link else ""
     return (
         f"MCP server {server!r} no longer accepts your connected account: "
         f"reconnect it{where}, then resume this thread"
@@ -125,6 +167,28 @@ async def credential_for(name: str, server: McpServer, user: UserToken) -> Serve
         async def revoke() -> None:
             await secret_store().delete_if_unchanged(user.identity, stored)
 
+    elif isinstance(auth, OAuthAuth):
+        account = oauth_server(name, server)
+        tokens = await _oauth_tokens(name, account, user)
+        headers["Authorization"] = bearer_header(tokens.access_token)
+
+        async def connect() -> str:
+            return await start_flow(user.identity, account)
+
+        async def revoke() -> None:
+            await drop_refused(user.identity, name, tokens)
+
+        async def refresh() -> bool:
+            try:
+                await refresh_oauth(user.identity, account, tokens)
+            except OAuthProblem:
+                return False
+            return True
+
+        return ServerCredential(
+            connection=_connection(server, headers), kind=auth.type, revoke=revoke,
+            connect=connect, refresh=refresh,
+        )
     elif isinstance(auth, StaticAuth):
         value = os.environ.get(auth.value_env)
         if not value:
@@ -133,16 +197,33 @@ async def credential_for(name: str, server: McpServer, user: UserToken) -> Serve
                 "(auth.type 'static' reads the service credential from it)"
             )
         headers[auth.header] = f"{auth.scheme} {value}" if auth.scheme else value
+    return ServerCredential(
+        connection=_connection(server, headers), kind=auth.type, connect_url=connect_url,
+        revoke=revoke,
+    )
+
+
+def _connection(server: McpServer, headers: dict[str, str]) -> dict[str, Any]:
     transport = "streamable_http" if server.transport == "http" else server.transport
-    connection = {
+    return {
         "transport": transport,
         "url": server.url,
         "headers": headers,
         "timeout": server.timeout_seconds,
     }
-    return ServerCredential(
-        connection=connection, kind=auth.type, connect_url=connect_url, revoke=revoke
-    )
+
+
+async def _oauth_tokens(name: str, account: OAuthServer, user: UserToken) -> StoredTokens:
+    try:
+        return await access_token(user.identity, account)
+    except NotConnected as exc:
+
+        async def connect() -> str:
+            return await start_flow(user.identity, account)
+
+        raise AccountNotConnected(name, exc.state, account.description, connect) from None
+    except (OAuthProblem, StoreError) as exc:
+        raise CredentialUnavailable(name, f"MCP server {name!r}: {exc}") from None
 
 
 async def _user_secret(name: str, auth: UserSecretAuth, user: UserToken) -> StoredSecret:
@@ -203,8 +284,7 @@ class ClientSecretBasic(httpx.Auth):
     """
 
     def __init__(self, client_id: str, client_secret: str) -> None:
-        pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
-        self._header = SecretStr("Basic " + base64.b64encode(pair.encode()).decode())
+        self._header = SecretStr(basic_credentials(client_id, client_secret))
 
     def __repr__(self) -> str:
         return "ClientSecretBasic(**********)"

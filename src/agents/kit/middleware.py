@@ -25,6 +25,7 @@ from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Command, StreamWriter, interrupt
 
 from agents.kit.audit import record_tool_call, run_coordinates
+from agents.kit.connect import CONNECT_TOOL, connect_account_tool, connect_message
 from agents.kit.credentials import ServerCredential, reconnect_message
 from agents.kit.errors import OnBehalfError, UserTokenExpired
 from agents.kit.results import bound_result
@@ -33,6 +34,7 @@ from agents.kit.servers import aload_servers_config
 from agents.kit.sessions import describe_failure, explain_refusal
 from agents.kit.tokens import UserContext, UserToken, resolve_user_token
 from agents.kit.tracing import inline_untraced_langsmith_hops
+from onbehalf.oauth.accounts import OAuthProblem
 
 log = logging.getLogger("onbehalf.mcp")
 
@@ -92,6 +94,8 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
             if scope.refused_at_open:
                 scope = await self._reconnect_at_open(runtime, scope)
             tools = [bound.tool for bound in scope.tools.values()]
+            if scope.not_connected and CONNECT_TOOL not in scope.tools:
+                tools.append(connect_account_tool(scope.not_connected))
             note = scope.availability_note()
             if note:
                 request = _with_note(request, note)
@@ -110,6 +114,10 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
         runtime = _run_runtime()
         config = _current_config()
         call = request.tool_call
+        if call["name"] == CONNECT_TOOL:
+            connected = await self._connect_account(call, runtime, config)
+            if connected is not None:
+                return connected
         started = time.perf_counter()
         audit = {"identity": "?", "server": None, "outcome": "failed"}
         try:
@@ -162,23 +170,28 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
             audit["outcome"] = "expired"
             return _tool_error(call, str(exc))
         timeout = scope.config.servers[bound.server].timeout_seconds
-        bound.session.notify = _stream_writer()
+        renewed = refreshed = False
         try:
-            try:
-                result = await bound.session.call(
-                    handler(request.override(tool=bound.tool)), timeout
-                )
-            except Exception:
-                if not bound.session.ended_by_server:
-                    raise
-                # the server ended the session (404) without running the call: once more
-                # on a fresh session, before the user sees anything (MCP spec)
-                await scope.renew(bound.server, bound.session)
-                bound = scope.tools[call["name"]]
+            while True:
                 bound.session.notify = _stream_writer()
-                result = await bound.session.call(
-                    handler(request.override(tool=bound.tool)), timeout
-                )
+                try:
+                    result = await bound.session.call(
+                        handler(request.override(tool=bound.tool)), timeout
+                    )
+                    break
+                except Exception:
+                    if bound.session.ended_by_server and not renewed:
+                        renewed = True
+                        # the server ended the session (404) without running the call:
+                        # once more on a fresh session, before the user sees anything (MCP spec)
+                        await scope.renew(bound.server, bound.session)
+                    elif not refreshed and await self._refreshed(scope, bound, user):
+                        # 401 on OAuth tokens: the server did not run the call; refreshed
+                        # tokens on a new session, then the same call once more
+                        refreshed = True
+                    else:
+                        raise
+                    bound = scope.tools[call["name"]]
         except TimeoutError:
             bound.session.broken = True
             audit["outcome"] = "timeout"
@@ -205,6 +218,58 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
             return bound_result(result)
         audit["outcome"] = "ok"
         return result
+
+    @staticmethod
+    async def _refreshed(scope: RunScope, bound: Any, user: UserToken) -> bool:
+        """After a 401: refresh the account's tokens and reopen its session, if it has any."""
+        credential = scope.credentials.get(bound.server)
+        if bound.session.refused_status != 401 or credential is None or credential.refresh is None:
+            return False
+        bound.session.broken = True
+        if not await credential.refresh():
+            return False
+        await scope.reopen(bound.server, user)
+        return call_still_bound(scope, bound)
+
+    async def _connect_account(
+        self, call: dict[str, Any], runtime: Any, config: dict[str, Any] | None
+    ) -> ToolMessage | None:
+        """The `connect_account` tool: pause the run with a connect link (lazy consent).
+
+        Resuming re-runs this call on a new scope: if the account is connected by then, the
+        model reads "connected" and the server's tools are in its next call. None when the
+        name belongs to an MCP server's own tool."""
+        user = await resolve_user_token(runtime, config)
+        scope = await self._scope(runtime, user)
+        if CONNECT_TOOL in scope.tools:
+            return None
+        server = str((call.get("args") or {}).get("server", ""))
+        pending = scope.not_connected.get(server)
+        if pending is None:
+            if server in scope.sessions:
+                return _tool_result(call, f"connected: {server!r} is connected; its tools are "
+                                    "available")
+            known = ", ".join(sorted(scope.not_connected)) or "none"
+            return _tool_error(call, f"there is no account {server!r} to connect here "
+                               f"(to connect: {known})")
+        try:
+            link = await pending.connect()
+        except OAuthProblem as exc:
+            return _tool_error(call, f"cannot start connecting {server!r}: {exc}")
+        interrupt({
+            "type": "connect_account",
+            "server": server,
+            "connect_url": link,
+            "message": connect_message(server, pending, link),
+        })
+        # resumed without the account connected (the check at the top found none)
+        await self._close(runtime, reusable=True)
+        scope = await self._scope(runtime, user)
+        if server in scope.sessions:
+            return _tool_result(call, f"connected: {server!r} is connected; its tools are "
+                                "available")
+        return _tool_error(call, f"{server!r} is not connected yet: the user has not finished "
+                           "connecting it; ask them to open the link, then resume")
 
     async def _reconnect_at_open(self, runtime: Any, scope: RunScope) -> RunScope:
         """A connected account refused when its session opened: drop it (only if unchanged),
@@ -344,14 +409,25 @@ async def _revoke_and_pause(server: str, credential: ServerCredential) -> None:
     """Compare-and-delete the refused credential, then the `reconnect_account` interrupt."""
     if credential.revoke is not None:
         await credential.revoke()
+    link = await credential.link()
     interrupt(
         {
             "type": "reconnect_account",
             "server": server,
-            "connect_url": credential.connect_url,
-            "message": reconnect_message(server, credential),
+            "connect_url": link,
+            "message": reconnect_message(server, credential, link),
         }
     )
+
+
+def call_still_bound(scope: RunScope, bound: Any) -> bool:
+    """The reopened session still offers the tool (a server may drop it for new tokens)."""
+    return any(b.server == bound.server and b.mcp_tool.name == bound.mcp_tool.name
+               for b in scope.tools.values())
+
+
+def _tool_result(call: dict[str, Any], text: str) -> ToolMessage:
+    return ToolMessage(content=text, tool_call_id=call["id"], name=call["name"])
 
 
 def _tool_error(call: dict[str, Any], text: str) -> ToolMessage:

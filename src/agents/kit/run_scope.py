@@ -19,6 +19,7 @@ from langchain_core.tools import BaseTool
 from mcp.types import Tool as McpTool
 
 from agents.kit.credentials import (
+    AccountNotConnected,
     CredentialUnavailable,
     ServerCredential,
     credential_for,
@@ -66,6 +67,8 @@ class RunScope:
     refused_at_open: dict[str, ServerCredential] = field(default_factory=dict)
     """Reconnectable credentials (connected accounts) a server refused with 401 when its
     session opened: the middleware drops them and asks the user to reconnect."""
+    not_connected: dict[str, AccountNotConnected] = field(default_factory=dict)
+    """`oauth` servers this user has not connected: the model is offered `connect_account`."""
     last_used: float = field(default_factory=time.monotonic)
     _loaded: asyncio.Task[None] | None = None
     _renewing: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -85,13 +88,15 @@ class RunScope:
         await prepare_transport()
         names = list(self.config.servers)
         results = await asyncio.gather(
-            *(self._open(name, self.config.servers[name], user) for name in names),
+            *(self._open_refreshing(name, self.config.servers[name], user) for name in names),
             return_exceptions=True,
         )
         listed: dict[str, list[McpTool]] = {}
         for name, result in zip(names, results, strict=True):
             credential = self.credentials.get(name)
-            if (
+            if isinstance(result, AccountNotConnected):
+                self.not_connected[name] = result
+            elif (
                 isinstance(result, SessionUnavailable)
                 and result.status == 401
                 and credential is not None
@@ -137,6 +142,34 @@ class RunScope:
                 if bound.session is ended:
                     self._bind(name, fresh, bound.mcp_tool, public)
             return fresh
+
+    async def reopen(self, name: str, user: UserToken) -> None:
+        """Open `name` again on a new credential (after a refresh), rebinding its tools.
+
+        The session that carried the refused tokens is closed, never pooled; the new one
+        has its own pool key (the credential fingerprint changed)."""
+        old = self.sessions.pop(name, None)
+        if old is not None:
+            session_pool().release(self.keys[name], old, reusable=False)
+        listed = {t.name: t for t in await self._open(name, self.config.servers[name], user)}
+        session = self.sessions[name]
+        for public, bound in list(self.tools.items()):
+            if bound.server == name and bound.mcp_tool.name in listed:
+                self._bind(name, session, listed[bound.mcp_tool.name], public)
+
+    async def _open_refreshing(self, name: str, server: McpServer, user: UserToken
+                               ) -> list[McpTool]:
+        """`_open`, and once more after a refresh when the server refused the tokens (401)."""
+        try:
+            return await self._open(name, server, user)
+        except SessionUnavailable as exc:
+            credential = self.credentials.get(name)
+            if exc.status != 401 or credential is None or credential.refresh is None:
+                raise
+            if not await credential.refresh():
+                raise
+            log.info("MCP server %s refused the account's tokens: refreshed, opening again", name)
+            return await self._open(name, server, user)
 
     async def _fresh_session(self, name: str, server: McpServer, ended: McpSession) -> McpSession:
         log.info("MCP server %s ended our session: opening a new one", name)

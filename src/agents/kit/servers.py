@@ -16,7 +16,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agents.kit.errors import ServersFileError
 
@@ -92,6 +99,36 @@ class UserSecretAuth(_Strict):
         return value
 
 
+class OAuthAuth(_Strict):
+    """The MCP authorization spec: each user connects their own account (DESIGN.md §8)."""
+
+    type: Literal["oauth"]
+    scopes: list[str] | None = None
+    """Scopes to ask for; unset: the server's own hint (WWW-Authenticate, then its metadata)."""
+    description: str | None = None
+    """What the model is told the server is for, when it offers to connect it."""
+    client_id_env: str | None = None
+    """A client registered at the server's authorization server; unset: onbehalf registers
+    itself (RFC 7591) once per server and keeps the registration sealed in REDIS_URL."""
+    client_secret_env: str | None = None
+
+    _env_names = field_validator("client_id_env", "client_secret_env")(_env_name)
+
+    @field_validator("scopes")
+    @classmethod
+    def _scope_tokens(cls, value: list[str] | None) -> list[str] | None:
+        for scope in value or []:
+            if not re.match(r"^[\x21\x23-\x5b\x5d-\x7e]+$", scope):
+                raise ValueError(f"{scope!r} is not a valid OAuth scope (RFC 6749 §3.3)")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_needs_id(self) -> OAuthAuth:
+        if self.client_secret_env and not self.client_id_env:
+            raise ValueError("client_secret_env needs client_id_env")
+        return self
+
+
 class NoAuth(_Strict):
     """No credential at all (public servers)."""
 
@@ -99,7 +136,7 @@ class NoAuth(_Strict):
 
 
 ServerAuth = Annotated[
-    UserTokenAuth | TokenExchangeAuth | UserSecretAuth | StaticAuth | NoAuth,
+    UserTokenAuth | TokenExchangeAuth | UserSecretAuth | StaticAuth | OAuthAuth | NoAuth,
     Field(discriminator="type"),
 ]
 
@@ -152,6 +189,9 @@ class McpServersConfig(_Strict):
         return value
 
 
+_AUTH_TAGS = r"\.(user_token|token_exchange|user_secret|static|oauth|none)(?=\.|$)"
+
+
 def _describe(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
@@ -161,7 +201,7 @@ def _describe(exc: ValidationError, source: str) -> str:
             where = f"server {loc[1]!r}"
             key = ".".join(p for p in loc[2:] if not p.startswith(("function-", "tagged-union")))
             # the discriminated union adds the tag to the path: drop it for readability
-            key = re.sub(r"\.(user_token|token_exchange|user_secret|static|none)(?=\.|$)", "", key)
+            key = re.sub(_AUTH_TAGS, "", key)
             lines.append(f"{where}: {key or 'entry'}: {msg}")
         else:
             lines.append(f"{'.'.join(loc) or 'file'}: {msg}")
