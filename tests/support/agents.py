@@ -37,8 +37,10 @@ class ScriptedModel(GenericFakeChatModel):
     the system prompt it saw on each call (where the kit tells it about missing servers)."""
 
     seen_system: list[str] = Field(default_factory=list)
+    seen_tools: list[list[str]] = Field(default_factory=list)
 
     def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedModel:
+        self.seen_tools.append([getattr(t, "name", None) or t.get("name", "?") for t in tools])
         return self
 
     async def _agenerate(self, messages: Any, *args: Any, **kwargs: Any) -> Any:

@@ -25,7 +25,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlencode
 
 import httpx
 from authlib.common.security import generate_token
@@ -227,6 +227,10 @@ async def _register(
 
 
 def _oauth_client(client: ClientInfo, settings: OAuthSettings) -> AsyncOAuth2Client:
+    """Authlib's client for one token-endpoint conversation.
+
+    `client_id` also goes in every token and revocation body: RFC 6749 allows it with
+    client authentication, and some servers (the `mcp` SDK's among them) require it."""
     oauth = AsyncOAuth2Client(
         client_id=client.client_id,
         client_secret=client.client_secret,
@@ -377,6 +381,7 @@ async def confirm_flow(identity: str, flow_id: str, confirm: str, server: OAuthS
                 code_verifier=store.open_flow_secret(held, "verifier"),
                 redirect_uri=held["redirect_uri"],
                 resource=asrv.resource,
+                client_id=client.client_id,
             ))
         except OAuthError as exc:
             raise OAuthProblem(
@@ -448,7 +453,7 @@ async def _refresh_now(identity: str, server: OAuthServer, seen: StoredTokens) -
         try:
             token = await _token_request(server.name, oauth.refresh_token(
                 str(asrv.metadata.token_endpoint), refresh_token=seen.refresh_token,
-                resource=asrv.resource,
+                resource=asrv.resource, client_id=client.client_id,
             ))
         except OAuthError as exc:
             log.warning("refresh for MCP server %s refused (%s)", server.name, exc.error)
@@ -493,9 +498,12 @@ async def _revoke(server: OAuthServer, tokens: StoredTokens) -> bool:
             for value, hint in pairs:
                 if value:
                     response = await oauth.revoke_token(
-                        str(endpoint), token=value, token_type_hint=hint
+                        str(endpoint), token=value, token_type_hint=hint,
+                        body=urlencode({"client_id": client.client_id}),
                     )
                     if response.status_code != 200:
+                        log.warning("revocation at the AS of MCP server %s answered %s",
+                                    server.name, response.status_code)
                         return False
         return True
     except (OAuthProblem, OutboundRefused, httpx.HTTPError):

@@ -57,12 +57,8 @@ class AuthorizationServer:
     scope: str | None
     """Space-separated scopes to ask for (the servers file's, else the server's hint)."""
     discovered_at: float
-
-    @property
-    def iss_required(self) -> bool:
-        """RFC 9207: an AS that says it sends `iss` must send it, and the right one."""
-        extra = self.metadata.model_extra or {}
-        return bool(extra.get("authorization_response_iss_parameter_supported"))
+    iss_required: bool = False
+    """RFC 9207: an AS that says it sends `iss` must send it (and the right one)."""
 
 
 _cache: dict[tuple[str, str | None, bool], AuthorizationServer] = {}
@@ -123,6 +119,7 @@ async def _discover(
     else:
         issuer_url = None  # 2025-03-26 servers: the AS metadata at the server's own origin
     metadata = None
+    raw: dict = {}
     for url in build_oauth_authorization_server_metadata_discovery_urls(issuer_url, server_url):
         status, body = await fetch_json(client, url, headers=_headers())
         if status == 200 and isinstance(body, dict):
@@ -130,6 +127,7 @@ async def _discover(
                 metadata = OAuthMetadata.model_validate(body)
             except ValidationError:
                 raise DiscoveryError(f"{url} is not authorization-server metadata") from None
+            raw = body
             break
         if status >= 500:
             break
@@ -137,7 +135,8 @@ async def _discover(
         raise DiscoveryError(
             "no authorization-server metadata found (RFC 8414 / OpenID discovery)"
         )
-    expected = issuer_url or f"{httpx.URL(server_url).scheme}://{httpx.URL(server_url).netloc.decode()}"
+    origin = httpx.URL(server_url)
+    expected = issuer_url or f"{origin.scheme}://{origin.netloc.decode()}"
     if not issuers_match(str(metadata.issuer), expected):
         raise DiscoveryError(
             f"the authorization server's metadata names issuer {metadata.issuer}, not "
@@ -157,6 +156,7 @@ async def _discover(
         metadata=metadata,
         scope=scope,
         discovered_at=time.monotonic(),
+        iss_required=raw.get("authorization_response_iss_parameter_supported") is True,
     )
 
 
