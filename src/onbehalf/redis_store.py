@@ -11,6 +11,9 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from onbehalf.sealing import SealingKeys, process_sealing_keys
@@ -18,6 +21,10 @@ from onbehalf.settings import RedisSettings
 
 CONNECT_TIMEOUT_SECONDS = 2.0
 COMMAND_TIMEOUT_SECONDS = 3.0
+HEALTH_CHECK_SECONDS = 10
+"""A pooled connection idle this long is PINGed before use: Redis servers (`timeout`),
+proxies and cloud load balancers close idle connections, and the server's store may
+sit unused for minutes between two users' connects."""
 COMPARE_AND_DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -57,6 +64,9 @@ class RedisStore:
             self.url,
             socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
             socket_timeout=COMMAND_TIMEOUT_SECONDS,
+            health_check_interval=HEALTH_CHECK_SECONDS,
+            retry=Retry(ExponentialBackoff(cap=0.5), 1),
+            retry_on_error=[RedisConnectionError],
             decode_responses=True,
         )
         self._keys = keys

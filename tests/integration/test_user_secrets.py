@@ -102,3 +102,20 @@ async def test_rotation_old_secrets_open_with_old_and_new_keys(redis_url: str) -
     assert stored is not None and stored.value.get_secret_value() == "v1"
     with pytest.raises(UserSecretError, match="reconnect"):
         await UserSecretStore(client, url=redis_url, keys=ring(new)).get("dana", "github")
+
+
+async def test_the_store_outlives_redis_closing_its_connections(redis_url: str) -> None:
+    """Redis's `timeout`, proxies and load balancers drop idle connections: the next use works.
+
+    Found in e2e: the server's store sat idle past the suite's Redis `timeout 30`, and
+    the next `DELETE /connections` answered 503."""
+    store = UserSecretStore(url=redis_url)  # the store's own client, as the server builds it
+    await store.set("alice", "github", "ghp_first")
+    admin = aioredis.from_url(redis_url)
+    try:
+        assert await admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    finally:
+        await admin.aclose()
+    stored = await store.get("alice", "github")
+    assert stored is not None and stored.value.get_secret_value() == "ghp_first"
+    await store.aclose()

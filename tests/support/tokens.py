@@ -67,7 +67,7 @@ def free_port() -> int:
 
 def subprocess_env(**overrides: str) -> dict[str, str]:
     """os.environ minus anything onbehalf reads, plus the test settings and overrides."""
-    prefixes = ("AUTH_", "TOKEN_", "MCP_", "AGENT_", "REDIS_", "LANGGRAPH_", "ONBEHALF_")
+    prefixes = ("AUTH_", "TOKEN_", "MCP_", "AGENT_", "REDIS_", "LANGGRAPH_", "ONBEHALF_", "OAUTH_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(auth_env())
     env.update(overrides)

@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from onbehalf.oauth.routes import unlogged_query
+
 STATIC = Path(__file__).parent / "static"
 _FILES = {"console.js": "text/javascript", "console.css": "text/css"}
 _USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -77,6 +79,7 @@ def same_origin(request: Request) -> bool:
 async def page(request: Request) -> Response:
     if not console_enabled():
         return _not_found()
+    unlogged_query(request)  # as the confirm page of §8 it gets ?flow=&confirm=<secret>
     return FileResponse(STATIC / "index.html", media_type="text/html",
                         headers={**_NO_STORE, "content-security-policy": _CSP})
 

@@ -56,6 +56,18 @@ async def caller_identity(request: Request) -> str:
     return (await process_verifier().verify(token)).subject
 
 
+def unlogged_query(request: Request) -> dict[str, str]:
+    """The query parameters, then blanked in the ASGI scope so the access log never has them.
+
+    langgraph-api's access logger records each request's `query_string` when the
+    response is done, from the same scope dict the route receives. The callback's
+    query carries the authorization code and `state`, the confirm page's the
+    one-time confirm secret: read once here, they are gone before the log line."""
+    params = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
+    request.scope["query_string"] = b""
+    return params
+
+
 def _json(body: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=_PRIVATE)
 
@@ -87,8 +99,8 @@ async def _guarded(request: Request, handler: Any) -> Response:
 
 
 async def callback(request: Request) -> Response:
-    """`GET /oauth/callback`: check state and iss, hold the code, send the browser to confirm."""
-    params = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
+    """Check state and iss, hold the code, and send the browser on to the confirm page."""
+    params = unlogged_query(request)
     try:
         target = await hold_callback(params)
     except OAuthProblem as exc:
@@ -99,7 +111,7 @@ async def callback(request: Request) -> Response:
 
 
 async def confirm(request: Request) -> Response:
-    """`POST /oauth/flows/{flow}/confirm`: only the starter, with the secret, completes it."""
+    """Only the user who started the flow, holding its one-time secret, completes it."""
     flow_id = request.path_params["flow"]
 
     async def handle(identity: str) -> Response:
@@ -125,7 +137,7 @@ async def _held_server(flow_id: str) -> OAuthServer | None:
 
 
 async def list_connections(request: Request) -> Response:
-    """`GET /connections`: the caller's oauth servers and their state; never a token."""
+    """The caller's oauth servers and the state of each, never a token."""
 
     async def handle(identity: str) -> Response:
         servers = configured_oauth_servers()
@@ -136,7 +148,7 @@ async def list_connections(request: Request) -> Response:
 
 
 async def delete_connection(request: Request) -> Response:
-    """`DELETE /connections/{server}`: forget (and revoke at the AS) the caller's tokens."""
+    """Forget the caller's tokens for one server, revoking them at the AS first."""
     name = request.path_params["server"]
 
     async def handle(identity: str) -> Response:

@@ -308,8 +308,14 @@ async function send(event) {
   await run({ input: { messages: [{ role: "user", content: text }] } });
 }
 
+function setBusy(value) {
+  busy = value;
+  $("send").querySelector("button").disabled = value;  // typed text waits in the box
+}
+
 async function run(payload) {
-  busy = true;
+  setBusy(true);
+  let finished = false;
   const thread = currentThread;
   const cards = {};
   let answer = null;
@@ -350,13 +356,14 @@ async function run(payload) {
         item("failure", `The run failed: ${data?.message || data?.error || JSON.stringify(data)}`);
       }
     }
-    await title(thread);
+    finished = true;
   } catch (err) {
     if (err.status === 404) item("failure", "Thread not found.");
     else if (err.status !== 401) item("failure", explain(err));
   } finally {
-    busy = false;
+    setBusy(false);
   }
+  if (finished) title(thread);  // a nicety, off the busy path: the next message need not wait
 }
 
 async function title(thread) {
