@@ -53,6 +53,39 @@ def test_dev_only_settings_are_refused(change: dict[str, str], named: str) -> No
         enforce_production_settings({**GOOD, **change})
 
 
+OAUTH = {
+    "MCP_SERVERS": json.dumps({"servers": {"github": {
+        "url": "https://api.githubcopilot.com/mcp/", "auth": {"type": "oauth"}}}}),
+    "ONBEHALF_PUBLIC_URL": "https://agents.example.com",
+    "OAUTH_CONFIRM_URL": "https://app.example.com/connect/confirm",
+}
+
+
+def test_an_oauth_deployment_passes() -> None:
+    enforce_production_settings({**GOOD, **OAUTH})
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"ONBEHALF_PUBLIC_URL": ""}, "ONBEHALF_PUBLIC_URL is not set"),
+        ({"ONBEHALF_PUBLIC_URL": "http://agents.example.com"}, "is not an https URL"),
+        ({"OAUTH_CONFIRM_URL": ""}, "OAUTH_CONFIRM_URL is not set"),
+        ({"OAUTH_CONFIRM_URL": "http://app.example.com/c"}, "OAUTH_CONFIRM_URL='http://app"),
+    ],
+)
+def test_an_oauth_server_needs_https_public_and_confirm_urls(
+    change: dict[str, str], named: str
+) -> None:
+    with pytest.raises(SettingsError, match=named) as info:
+        enforce_production_settings({**GOOD, **OAUTH, **change})
+    assert "'github'" in str(info.value) or "URL=" in str(info.value)
+
+
+def test_without_an_oauth_server_its_settings_are_not_needed() -> None:
+    enforce_production_settings({**GOOD, "ONBEHALF_PUBLIC_URL": "", "OAUTH_CONFIRM_URL": ""})
+
+
 def test_a_servers_file_on_loopback_is_refused_by_its_setting(tmp_path: Path) -> None:
     path = tmp_path / "servers.json"
     path.write_text(servers("http://127.0.0.2:9000/mcp"))

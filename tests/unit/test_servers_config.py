@@ -10,6 +10,7 @@ import pytest
 from agents.kit.errors import ServersFileError
 from agents.kit.servers import (
     NoAuth,
+    OAuthAuth,
     StaticAuth,
     TokenExchangeAuth,
     UserTokenAuth,
@@ -57,12 +58,30 @@ def test_every_auth_type_parses() -> None:
         ({"url": "http://x/mcp", "colour": "red"}, "server 'tickets': colour"),
         ({"url": "http://x/mcp", "headers": {"Authorization": "Bearer s"}}, "use 'auth'"),
         ({"url": "http://x/mcp", "transport": "stdio"}, "server 'tickets': transport"),
+        ({"url": "http://x/mcp", "auth": {"type": "oauth", "scopes": ["repo read"]}},
+         "not a valid OAuth scope"),
+        ({"url": "http://x/mcp", "auth": {"type": "oauth", "client_secret_env": "GH_SECRET"}},
+         "client_secret_env needs client_id_env"),
+        ({"url": "http://x/mcp", "auth": {"type": "oauth", "client_id": "abc"}},
+         "auth.client_id: Extra inputs"),
     ],
 )
 def test_errors_name_the_server_and_the_key(entry: dict[str, object], expected: str) -> None:
     with pytest.raises(ServersFileError) as info:
         parse({"servers": {"tickets": entry}})
     assert expected in str(info.value)
+
+
+def test_an_oauth_server_parses() -> None:
+    config = parse({"servers": {"github": {"url": "https://api.githubcopilot.com/mcp/", "auth": {
+        "type": "oauth", "scopes": ["repo", "read:org"], "description": "your GitHub repos",
+        "client_id_env": "GITHUB_CLIENT_ID", "client_secret_env": "GITHUB_CLIENT_SECRET"}}}})
+    auth = config.servers["github"].auth
+    assert isinstance(auth, OAuthAuth)
+    assert auth.scopes == ["repo", "read:org"] and auth.client_id_env == "GITHUB_CLIENT_ID"
+    bare = parse({"servers": {"linear": {"url": "https://mcp.linear.app/mcp",
+                                         "auth": {"type": "oauth"}}}}).servers["linear"].auth
+    assert isinstance(bare, OAuthAuth) and bare.scopes is None and bare.client_id_env is None
 
 
 def test_not_json_names_the_line() -> None:

@@ -10,7 +10,7 @@ deployment. Every OAuth request therefore goes through `GuardedTransport`:
   and the connection goes to the address that was checked (pinned), so a DNS
   answer that changes between the check and the connect cannot slip through;
 - no redirects are followed (`fetch_json` follows same-origin ones, at most 3);
-- bounded bodies and timeouts.
+- bounded bodies (every response, whoever reads it) and timeouts.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def check_url(url: str | httpx.URL, *, dev: bool) -> httpx.URL:
     parsed = httpx.URL(str(url))
     host = parsed.host
     if parsed.scheme not in ("https", "http") or not host:
-        raise OutboundRefused(f"{url} is not an http(s) URL")
+        raise OutboundRefused(f"{parsed.copy_with(query=None)} is not an http(s) URL")
     literal = _ip_literal(host)
     loopback_name = host == "localhost" or (literal is not None and literal.is_loopback)
     if parsed.scheme == "http" and not (dev and loopback_name):
@@ -94,7 +94,11 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             if url.scheme == "https":
                 request.extensions = {**request.extensions, "sni_hostname": host}
             request.url = url.copy_with(host=address)
-        return await self._inner.handle_async_request(request)
+        response = await self._inner.handle_async_request(request)
+        return httpx.Response(
+            response.status_code, headers=response.headers, extensions=response.extensions,
+            stream=_Bounded(response.stream, url.copy_with(query=None)),
+        )
 
     async def _resolve(self, url: httpx.URL) -> str:
         port = url.port or (443 if url.scheme == "https" else 80)
@@ -115,6 +119,25 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+class _Bounded(httpx.AsyncByteStream):
+    """A body that stops at MAX_BODY_BYTES, whoever reads it (Authlib reads token answers)."""
+
+    def __init__(self, inner: Any, url: httpx.URL) -> None:
+        self._inner = inner
+        self._url = url
+
+    async def __aiter__(self) -> Any:
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > MAX_BODY_BYTES:
+                raise OutboundRefused(f"{self._url} answered more than {MAX_BODY_BYTES} bytes")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 def guarded_client(*, dev: bool, **kwargs: Any) -> httpx.AsyncClient:
     """An httpx client for URLs chosen by a server: guarded, no redirects, bounded time."""
     return httpx.AsyncClient(
@@ -125,8 +148,9 @@ def guarded_client(*, dev: bool, **kwargs: Any) -> httpx.AsyncClient:
     )
 
 
-async def read_bounded(response: httpx.Response, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The body of a streamed response, refusing more than `limit` bytes."""
+async def read_bounded(response: httpx.Response, limit: int | None = None) -> bytes:
+    """The body of a streamed response, refusing more than `limit` (MAX_BODY_BYTES) bytes."""
+    limit = limit or MAX_BODY_BYTES
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body.extend(chunk)
