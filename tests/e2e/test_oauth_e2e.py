@@ -221,6 +221,46 @@ async def test_sdk_run_pauses_connects_resumes_and_acts_as_the_user(
     assert world.live_grants("alice") == 0, "DELETE /connections did not revoke at the AS"
 
 
+async def connect_through(server: LangGraphServer, world: OAuthWorld, secrets: Secrets,
+                          pause: dict[str, Any], user: str) -> None:
+    """The person's part: consent at the AS as themself, then confirm signed in."""
+    secrets.add_link(pause["connect_url"], "state")
+    flow, secret = await consent_and_callback(world, server, pause["connect_url"], user, secrets)
+    answer = await confirm(server, flow, secret, user)
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.anyio
+async def test_ten_concurrent_runs_refresh_once_and_a_revoked_grant_reconnects(
+    server: LangGraphServer, world: OAuthWorld, alice: LangGraphClient, secrets: Secrets
+) -> None:
+    thread = await alice.threads.create()
+    await connect_through(server, world, secrets,
+                          pause_of(await ask(alice, thread["thread_id"], CONNECT)), "alice")
+    await ask(alice, thread["thread_id"], "", resume={"connected": "notes"})
+
+    world.expire_access_tokens("alice")  # the RS now answers 401 to alice's access token
+    before = world.count("token_refresh")
+
+    async def one_run() -> str:
+        own = await alice.threads.create()
+        return last_text(await ask(alice, own["thread_id"], "whoami"))
+
+    answers = await asyncio.gather(*(one_run() for _ in range(10)))
+    assert answers == ["whoami returned: alice"] * 10
+    assert world.count("token_refresh") - before == 1, "one refresh for ten concurrent runs"
+    assert world.count("refresh_reuse") == 0, "a rotated refresh token was spent twice"
+
+    world.revoke_account("alice")  # alice removes the app at the provider
+    state = await ask(alice, thread["thread_id"], "whoami")
+    pause = pause_of(state)
+    assert pause["type"] == "reconnect_account" and pause["server"] == "notes"
+    assert await status(server, "alice") == "needs_reconnect"
+    await connect_through(server, world, secrets, pause, "alice")
+    state = await ask(alice, thread["thread_id"], "", resume={"connected": "notes"})
+    assert not state.get("tasks") and last_text(state) == "whoami returned: alice"
+
+
 @pytest.mark.anyio
 async def test_a_forwarded_link_connects_nobody(
     server: LangGraphServer, world: OAuthWorld, secrets: Secrets
