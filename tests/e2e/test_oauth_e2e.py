@@ -71,17 +71,25 @@ def secrets() -> Secrets:
 
 
 @pytest.fixture(scope="module")
-def server(world: OAuthWorld, redis_url: str, secrets: Secrets) -> Iterator[LangGraphServer]:
-    port = free_port()
+def settings(world: OAuthWorld, redis_url: str) -> dict[str, str]:
+    """What the server and the `onbehalf` commands share: servers file, store, public URL."""
     entry = {"url": world.mcp_url, "auth": {"type": "oauth", "description": "Your notes"},
              "timeout_seconds": 10}
-    env = {
+    port = free_port()
+    return {
         "MCP_SERVERS": json.dumps({"servers": {"notes": entry}}),
         "REDIS_URL": redis_url,
         "OAUTH_KEY_PREFIX": f"e2e-oauth-{uuid.uuid4().hex[:8]}:",
         "ONBEHALF_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "ONBEHALF_DEV_CONSOLE": "1",
+        "LANGGRAPH_URL": f"http://127.0.0.1:{port}",
     }
+
+
+@pytest.fixture(scope="module")
+def server(world: OAuthWorld, settings: dict[str, str], secrets: Secrets
+           ) -> Iterator[LangGraphServer]:
+    port = int(settings["ONBEHALF_PUBLIC_URL"].rsplit(":", 1)[1])
+    env = {**settings, "ONBEHALF_DEV_CONSOLE": "1"}
     with run_langgraph_dev(env, port=port) as running:
         yield running
         # after every test of the module: nothing the flows produced is in the log or files
@@ -305,6 +313,50 @@ async def test_worker_run_exits_5_with_the_connect_link(
     secrets.add_link(json.dumps(pause), "state")
     assert "connect_account" in json.dumps(pause) and "/authorize?" in json.dumps(pause)
     assert stderr.startswith("onbehalf: the run paused") and "Traceback" not in stderr
+
+
+@pytest.mark.anyio
+async def test_chat_prints_the_link_waits_for_the_connection_and_resumes(
+    server: LangGraphServer, world: OAuthWorld, settings: dict[str, str], secrets: Secrets
+) -> None:
+    env = subprocess_env(**settings)
+    with anyio.fail_after(PROCESS_TIMEOUT):
+        async with await anyio.open_process(
+            [sys.executable, "-m", "onbehalf", "chat", "--as", "alice", CONNECT], env=env,
+        ) as chat:
+            assert chat.stdout is not None and chat.stderr is not None
+            printed = ""
+            async for chunk in chat.stdout:  # the message, then the link on its own line
+                printed += chunk.decode()
+                link = next((line for line in printed.splitlines()
+                             if line.startswith(f"{world.as_url}/authorize?")), None)
+                if link:
+                    break
+            assert link, printed
+            secrets.add_link(link, "state")
+            flow, secret = await consent_and_callback(world, server, link, "alice", secrets)
+            assert (await confirm(server, flow, secret, "alice")).status_code == 200
+            rest = b"".join([chunk async for chunk in chat.stdout]).decode()
+            errors = b"".join([chunk async for chunk in chat.stderr]).decode()
+            assert await chat.wait() == 0, errors
+    assert "connected" in rest, rest
+    assert "waiting for 'notes' to be connected" in errors and "Traceback" not in errors
+
+    def onbehalf(*args: str) -> Any:
+        return anyio.run_process([sys.executable, "-m", "onbehalf", "connections", *args],
+                                 env=env, check=False)
+
+    listed = await onbehalf("list", "--as", "alice")
+    assert listed.returncode == 0, listed.stderr
+    (entry,) = json.loads(listed.stdout)["connections"]
+    assert entry["status"] == "connected" and "access_token" not in listed.stdout.decode()
+    dropped = await onbehalf("delete", "--as", "alice", "notes")
+    assert dropped.returncode == 0, dropped.stderr
+    assert await status(server, "alice") == "not_connected"
+    assert world.live_grants("alice") == 0
+    unknown = await onbehalf("delete", "--as", "alice", "nope")
+    assert unknown.returncode != 0 and b"nope" in unknown.stderr
+    assert b"Traceback" not in unknown.stderr
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="browser tests did not run: no chromium on PATH "
