@@ -94,7 +94,8 @@ def server(world: OAuthWorld, settings: dict[str, str], secrets: Secrets
         yield running
         # after every test of the module: nothing the flows produced is in the log or files
         found = {s for s in world.seen_secrets | secrets.values if len(s) >= 12}
-        assert len(found) >= 6, "the module made no connection: the scan would prove nothing"
+        if world.count("token_code"):  # a connection was made: codes, tokens, confirm secrets
+            assert len(found) >= 6, "the scan has nothing to look for: it would prove nothing"
         log = running.log_text()
         assert not [s for s in found | secrets.states if s in log], "an OAuth secret is logged"
         for path in running.written_files():
@@ -310,6 +311,7 @@ async def test_worker_run_exits_5_with_the_connect_link(
     assert run.returncode == 5, (run.returncode, stderr)
     events = [json.loads(line) for line in stdout.splitlines()]
     (pause,) = [e for e in events if e.get("event") == "interrupt"]
+    assert events[-1]["event"] == "done" and events[-1]["thread_id"], events[-1]  # to resume
     secrets.add_link(json.dumps(pause), "state")
     assert "connect_account" in json.dumps(pause) and "/authorize?" in json.dumps(pause)
     assert stderr.startswith("onbehalf: the run paused") and "Traceback" not in stderr
