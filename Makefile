@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 DEV_SERVER_PORT ?= 2024
 DEV_MCP_PORT    ?= 8765
+DEV_NOTES_PORT  ?= 8766
 
 .PHONY: dev test lint bench clean
 
@@ -16,9 +17,9 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	@touch $(STAMP)
 
-## dev: the tickets MCP server on 127.0.0.1:8765 and `langgraph dev` on 127.0.0.1:2024, offline model
+## dev: the tickets (:8765) and notes (:8766, OAuth) MCP servers and `langgraph dev` on :2024, offline model
 dev: $(STAMP)
-	@DEV_SERVER_PORT=$(DEV_SERVER_PORT) DEV_MCP_PORT=$(DEV_MCP_PORT) $(BIN)/python -m onbehalf.devserver
+	@DEV_SERVER_PORT=$(DEV_SERVER_PORT) DEV_MCP_PORT=$(DEV_MCP_PORT) DEV_NOTES_PORT=$(DEV_NOTES_PORT) $(BIN)/python -m onbehalf.devserver
 
 ## test: the whole suite; it starts its own Redis, MCP servers and langgraph dev on free ports
 test: $(STAMP)

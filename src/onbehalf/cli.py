@@ -33,6 +33,12 @@ def _tickets_mcp(args: argparse.Namespace) -> int:
     return cmd_serve(args)
 
 
+def _notes_mcp(args: argparse.Namespace) -> int:
+    from notes_mcp.server import cmd_serve
+
+    return cmd_serve(args)
+
+
 def _handoff_put(args: argparse.Namespace) -> int:
     from worker.cli import cmd_handoff_put
 
@@ -94,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.set_defaults(func=_tickets_mcp)
+
+    p = sub.add_parser("notes-mcp", help="run the demo notes MCP server with its own OAuth 2.1 "
+                       "authorization server (connected accounts in make dev)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8766)
+    p.set_defaults(func=_notes_mcp)
 
     handoff = sub.add_parser("handoff", help="the API side of the worker token handoff")
     hsub = handoff.add_subparsers(dest="handoff_command", required=True, parser_class=_Parser)

