@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import html
 import secrets
-import signal
 import threading
 import time
 from collections import Counter
@@ -36,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-import uvicorn
 from mcp.server.auth.middleware.client_auth import AuthenticationError, ClientAuthenticator
 from mcp.server.auth.provider import (
     AccessToken,
@@ -59,9 +57,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tickets_mcp.server import (
     MCP_PATH,
-    SHUTDOWN_GRACE_SECONDS,
     bind_listening_socket,
-    stop_on_sigterm,
+    serve_until_stopped,
     url_host,
 )
 
@@ -446,17 +443,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock = bind_listening_socket(host, args.port)
     origin = f"http://{url_host(host)}:{sock.getsockname()[1]}"
     world = NotesWorld(as_url=origin, mcp_url=f"{origin}{MCP_PATH}")
-    config = uvicorn.Config(rs_app(world, with_authorization_server=True), log_level="warning",
-                            lifespan="on", timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
     print(f"notes MCP server (demo OAuth: accounts {', '.join(NOTES)}) on {world.mcp_url}",
           flush=True)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass  # Ctrl-C or SIGTERM: the normal way to stop a server
-    finally:
-        sock.close()
-    return 0
-
-
+    return serve_until_stopped(rs_app(world, with_authorization_server=True), sock)

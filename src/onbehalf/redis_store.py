@@ -57,9 +57,11 @@ class RedisStore:
         client: aioredis.Redis | None = None,
         *,
         url: str | None = None,
+        prefix: str | None = None,
         keys: SealingKeys | None = None,
     ) -> None:
         self.url = url or RedisSettings().redis_url
+        self.prefix = prefix or self.default_prefix()
         self._client = client or aioredis.from_url(
             self.url,
             socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
@@ -70,6 +72,10 @@ class RedisStore:
             decode_responses=True,
         )
         self._keys = keys
+
+    def default_prefix(self) -> str:
+        """The key prefix when none is given: each store reads its own setting."""
+        return "onbehalf:"
 
     @property
     def keys(self) -> SealingKeys:

@@ -16,14 +16,12 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
-import redis.asyncio as aioredis
 from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from onbehalf.redis_store import RedisStore, StoreError
 from onbehalf.sealing import (
     SealingError,
-    SealingKeys,
     seal_value,
     unseal_value,
 )
@@ -64,16 +62,8 @@ class UserSecretStore(RedisStore):
     what = "the secret store"
     error = UserSecretError
 
-    def __init__(
-        self,
-        client: aioredis.Redis | None = None,
-        *,
-        url: str | None = None,
-        prefix: str | None = None,
-        keys: SealingKeys | None = None,
-    ) -> None:
-        super().__init__(client, url=url, keys=keys)
-        self.prefix = prefix or os.environ.get("USER_SECRETS_PREFIX") or DEFAULT_PREFIX
+    def default_prefix(self) -> str:
+        return os.environ.get("USER_SECRETS_PREFIX") or DEFAULT_PREFIX
 
     def key_for(self, identity: str, name: str) -> str:
         return f"{self.prefix}{quote(identity, safe='')}:{validate_secret_name(name)}"

@@ -16,6 +16,7 @@ from types import FrameType
 import anyio
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from onbehalf.cli_errors import CliError
 from onbehalf.settings import AuthSettings, SettingsError, auth_settings
@@ -60,13 +61,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock = bind_listening_socket(host, args.port)
     port: int = sock.getsockname()[1]  # the real one, also for --port 0
     logging.getLogger("mcp.server.streamable_http").addFilter(_drop_closed_stream_noise)
-    config = uvicorn.Config(
-        build_app(settings, host=host),
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-    )
     print(f"tickets MCP server on http://{url_host(host)}:{port}{MCP_PATH}", flush=True)
+    return serve_until_stopped(build_app(settings, host=host), sock)
+
+
+def serve_until_stopped(app: ASGIApp, sock: socket.socket) -> int:
+    """Serve `app` on a bound socket until Ctrl-C or SIGTERM, then exit 0."""
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS
+    )
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal
     # with the previous handler: make SIGTERM end like Ctrl-C, i.e. exit 0.
     signal.signal(signal.SIGTERM, stop_on_sigterm)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 import httpx
 from mcp.client.auth.utils import (
@@ -30,9 +31,11 @@ from mcp.client.auth.utils import (
 from mcp.shared.auth import OAuthMetadata, ProtectedResourceMetadata
 from mcp.shared.auth_utils import check_resource_allowed, resource_url_from_server_url
 from mcp.types import LATEST_PROTOCOL_VERSION
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from onbehalf.oauth.guard import OutboundRefused, fetch_json, guarded_client, read_bounded
+
+_Document = TypeVar("_Document", bound=BaseModel)
 
 CACHE_SECONDS = 300.0
 _PROBE = {
@@ -95,20 +98,32 @@ def forget_discovery() -> None:
     _cache.clear()
 
 
+async def _first_document(
+    client: httpx.AsyncClient, urls: list[str], model: type[_Document], what: str, *,
+    stop_on_5xx: bool,
+) -> tuple[_Document | None, dict]:
+    """The first of `urls` that answers 200 with a JSON object, parsed as `model`."""
+    for url in urls:
+        status, body = await fetch_json(client, url, headers=_headers())
+        if status == 200 and isinstance(body, dict):
+            try:
+                return model.model_validate(body), body
+            except ValidationError:
+                raise DiscoveryError(f"{url} is not {what}") from None
+        if stop_on_5xx and status >= 500:
+            break
+    return None, {}
+
+
 async def _discover(
     client: httpx.AsyncClient, server_url: str, wanted: str | None
 ) -> AuthorizationServer:
     resource = resource_url_from_server_url(server_url)
     hinted_metadata, hinted_scope = await _probe(client, server_url)
-    prm: ProtectedResourceMetadata | None = None
-    for url in build_protected_resource_metadata_discovery_urls(hinted_metadata, server_url):
-        status, body = await fetch_json(client, url, headers=_headers())
-        if status == 200 and isinstance(body, dict):
-            try:
-                prm = ProtectedResourceMetadata.model_validate(body)
-            except ValidationError:
-                raise DiscoveryError(f"{url} is not protected-resource metadata") from None
-            break
+    prm, _ = await _first_document(
+        client, build_protected_resource_metadata_discovery_urls(hinted_metadata, server_url),
+        ProtectedResourceMetadata, "protected-resource metadata", stop_on_5xx=False,
+    )
     if prm is not None:
         if not _same_resource(str(prm.resource), resource):
             raise DiscoveryError(
@@ -118,19 +133,10 @@ async def _discover(
         issuer_url = str(prm.authorization_servers[0])
     else:
         issuer_url = None  # 2025-03-26 servers: the AS metadata at the server's own origin
-    metadata = None
-    raw: dict = {}
-    for url in build_oauth_authorization_server_metadata_discovery_urls(issuer_url, server_url):
-        status, body = await fetch_json(client, url, headers=_headers())
-        if status == 200 and isinstance(body, dict):
-            try:
-                metadata = OAuthMetadata.model_validate(body)
-            except ValidationError:
-                raise DiscoveryError(f"{url} is not authorization-server metadata") from None
-            raw = body
-            break
-        if status >= 500:
-            break
+    metadata, raw = await _first_document(
+        client, build_oauth_authorization_server_metadata_discovery_urls(issuer_url, server_url),
+        OAuthMetadata, "authorization-server metadata", stop_on_5xx=True,
+    )
     if metadata is None:
         raise DiscoveryError(
             "no authorization-server metadata found (RFC 8414 / OpenID discovery)"

@@ -26,10 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import redis.asyncio as aioredis
-
 from onbehalf.redis_store import RedisStore, StoreError
-from onbehalf.sealing import SealingError, SealingKeys, seal_value, unseal_value
+from onbehalf.sealing import SealingError, seal_value, unseal_value
 from onbehalf.settings import OAuthSettings
 
 NEEDS_RECONNECT = "needs_reconnect"
@@ -66,16 +64,8 @@ class OAuthStore(RedisStore):
     what = "the OAuth connection store"
     error = OAuthStoreError
 
-    def __init__(
-        self,
-        client: aioredis.Redis | None = None,
-        *,
-        url: str | None = None,
-        prefix: str | None = None,
-        keys: SealingKeys | None = None,
-    ) -> None:
-        super().__init__(client, url=url, keys=keys)
-        self.prefix = prefix or OAuthSettings().oauth_key_prefix
+    def default_prefix(self) -> str:
+        return OAuthSettings().oauth_key_prefix
 
     # --- tokens ---------------------------------------------------------------------------
 
