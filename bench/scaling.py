@@ -31,7 +31,7 @@ from bench.core import close_pool
 from bench.many_tools_mcp import tool_name
 from bench.measure import Rounds, Stats, interleaved, rss_mb, sequential
 from bench.servers import Fleet
-from bench.variants import TOKEN_TTL, OnBehalf, Seed, cold_user, connection, onbehalf_graph
+from bench.variants import TOKEN_TTL, OnBehalf, Seed, cold_user, onbehalf_graph
 from bench.workload import TICKETS_CALLS, Call, WorkloadError, check_agent_result, prefixed
 
 SERVER_COUNTS = (1, 3, 5)
@@ -72,10 +72,11 @@ class SessionsOnly:
         self.opened.clear()
 
     async def _one(self, url: str, token: str) -> int:
+        from agents.kit.client import bearer_client
         from agents.kit.sessions import McpSession
         from agents.kit.tools import list_server_tools
 
-        session = McpSession("bench", connection(url, token), 10.0)
+        session = McpSession("bench", bearer_client("bench", "bench", url, token), 10.0)
         self.opened.append(session)
         await session.open()
         return len(await list_server_tools(session.client))

@@ -20,11 +20,12 @@ from langgraph_sdk import Auth
 from onbehalf.jwt_auth import InvalidToken, parse_bearer, process_verifier
 from onbehalf.production import enforce_production_settings
 from onbehalf.sealing import process_sealing_keys, seal_token
-from onbehalf.settings import SettingsError
+from onbehalf.settings import KitSettings, SettingsError, current
 
 log = logging.getLogger("onbehalf.auth")
 
 enforce_production_settings()  # the server must not start on a dev-only configuration
+current(KitSettings)  # nor with a malformed kit setting (the error names the variable)
 auth = Auth()
 
 

@@ -7,6 +7,7 @@ stderr, never a traceback and never a token.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -15,40 +16,24 @@ from onbehalf.cli_errors import CliError
 from onbehalf.dotenv import load_project_dotenv
 
 
-def _token(args: argparse.Namespace) -> int:
-    from onbehalf.client_cli import cmd_token
+def _command(target: str) -> Callable[[argparse.Namespace], int]:
+    """`module:function`, imported only when that command runs (start-up stays fast)."""
+    module, _, function = target.partition(":")
 
-    return cmd_token(args)
+    def run(args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(module), function)(args))
 
-
-def _chat(args: argparse.Namespace) -> int:
-    from onbehalf.client_cli import cmd_chat
-
-    return cmd_chat(args)
+    return run
 
 
-def _tickets_mcp(args: argparse.Namespace) -> int:
-    from tickets_mcp.server import cmd_serve
-
-    return cmd_serve(args)
-
-
-def _notes_mcp(args: argparse.Namespace) -> int:
-    from notes_mcp.server import cmd_serve
-
-    return cmd_serve(args)
-
-
-def _handoff_put(args: argparse.Namespace) -> int:
-    from worker.cli import cmd_handoff_put
-
-    return cmd_handoff_put(args)
-
-
-def _worker_run(args: argparse.Namespace) -> int:
-    from worker.cli import cmd_worker_run
-
-    return cmd_worker_run(args)
+_token = _command("onbehalf.client_cli:cmd_token")
+_chat = _command("onbehalf.client_cli:cmd_chat")
+_tickets_mcp = _command("tickets_mcp.server:cmd_serve")
+_notes_mcp = _command("notes_mcp.server:cmd_serve")
+_handoff_put = _command("worker.cli:cmd_handoff_put")
+_worker_run = _command("worker.cli:cmd_worker_run")
+_secrets = _command("onbehalf.secrets_cli:cmd_secrets")
+_connections = _command("onbehalf.connections_cli:cmd_connections")
 
 
 USAGE_EXIT_CODE = 64
@@ -59,18 +44,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(USAGE_EXIT_CODE, f"{self.prog}: error: {message}\n")
-
-
-def _secrets(args: argparse.Namespace) -> int:
-    from onbehalf.secrets_cli import cmd_secrets
-
-    return cmd_secrets(args)
-
-
-def _connections(args: argparse.Namespace) -> int:
-    from onbehalf.connections_cli import cmd_connections
-
-    return cmd_connections(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 import uuid
@@ -24,7 +23,7 @@ import jwt
 
 from onbehalf.cli_errors import CliError
 from onbehalf.jwt_auth import bearer_header
-from onbehalf.settings import SettingsError, auth_settings
+from onbehalf.settings import HandoffSettings, OAuthSettings, SettingsError, auth_settings
 
 DEFAULT_SCOPES = ["tickets:read", "tickets:write"]
 
@@ -69,7 +68,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     token = mint_dev_token(args.user, args.scopes)
-    url = args.url or os.environ.get("LANGGRAPH_URL", "http://127.0.0.1:2024")
+    url = args.url or HandoffSettings().langgraph_url
     message = " ".join(args.message)
     answer, thread_id = asyncio.run(_chat(url, token, args.graph, message, args.thread_id))
     print(answer)
@@ -129,7 +128,7 @@ async def _wait_for_user(url: str, token: str, pause: dict[str, Any],
     if pause.get("connect_url"):
         print(pause["connect_url"], flush=True)
     headers = {"Authorization": bearer_header(token)}
-    deadline = time.monotonic() + float(os.environ.get("OAUTH_FLOW_TTL_SECONDS") or 600)
+    deadline = time.monotonic() + OAuthSettings().oauth_flow_ttl_seconds
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as http:
         listed = await _connection_state(http, server)
         if listed is None:  # not an oauth server (e.g. user_secret): the user says when

@@ -7,8 +7,8 @@ error that names the setting, never a traceback with the URL's password.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -110,3 +110,23 @@ class RedisStore:
                 f"{self.what} at REDIS_URL is unreachable ({type(exc).__name__}): "
                 "check REDIS_URL and that Redis is running"
             ) from None
+
+
+S = TypeVar("S", bound=RedisStore)
+
+
+class ProcessStore(Generic[S]):
+    """The process's store of one kind: made on first use (from REDIS_URL), replaceable
+    by tests and embedding applications with `use`."""
+
+    def __init__(self, make: Callable[[], S]) -> None:
+        self._make = make
+        self._store: S | None = None
+
+    def get(self) -> S:
+        if self._store is None:
+            self._store = self._make()
+        return self._store
+
+    def use(self, store: S | None) -> None:
+        self._store = store

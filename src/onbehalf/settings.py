@@ -6,8 +6,9 @@ worker never needs the JWT secret, the MCP server never needs Redis.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -93,23 +94,21 @@ class SealingSettings(BaseSettings):
     token_sealing_key: SecretStr | None = None
 
 
-class HandoffSettings(BaseSettings):
-    """What a background worker (and the API side that feeds it) needs."""
-
-    model_config = _env_config()
-
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    token_handoff_prefix: str = "agent-token:"
-    token_handoff_ttl_seconds: int = Field(default=600, gt=0)
-    langgraph_url: str = "http://127.0.0.1:2024"
-
-
 class RedisSettings(BaseSettings):
     """The Redis every onbehalf store shares (handoff, connected accounts, OAuth)."""
 
     model_config = _env_config()
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    user_secrets_prefix: str = "onbehalf-secret:"
+
+
+class HandoffSettings(RedisSettings):
+    """What a background worker (and the API side that feeds it) needs."""
+
+    token_handoff_prefix: str = "agent-token:"
+    token_handoff_ttl_seconds: int = Field(default=600, gt=0)
+    langgraph_url: str = "http://127.0.0.1:2024"
 
 
 class OAuthSettings(BaseSettings):
@@ -172,7 +171,33 @@ class AgentSettings(BaseSettings):
 
     agent_model: str = "offline"
     mcp_servers: str | None = None
+    """The servers file's JSON inline; wins over MCP_SERVERS_FILE."""
     mcp_servers_file: str | None = None
+    """Path of the servers file; unset: `mcp_servers.json` in the working directory."""
+
+
+class KitSettings(BaseSettings):
+    """How the MCP kit pools sessions, bounds results, prewarms and traces."""
+
+    model_config = _env_config()
+
+    mcp_session_idle_seconds: float = Field(default=60.0, ge=0)
+    """An idle pooled session is closed after this; 0 closes every session at run end."""
+    mcp_session_pool_size: int = Field(default=256, ge=0)
+    mcp_tools_cache_seconds: float = Field(default=60.0, ge=0)
+    mcp_tool_result_max_chars: int = Field(default=50_000, ge=0)
+    """A longer tool result is cut, with a note; 0 means no limit."""
+    onbehalf_prewarm: bool = True
+    """Open a user's sessions when their run is created (off where runs execute elsewhere)."""
+    onbehalf_langsmith_inline: bool = True
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: object, info: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            name = getattr(info, "field_name", "")
+            return cls.model_fields[name].default
+        return value
 
 
 def describe_validation_error(exc: Exception) -> str:
@@ -186,6 +211,29 @@ def describe_validation_error(exc: Exception) -> str:
         msg = str(err.get("msg", "")).removeprefix("Value error, ")
         parts.append(f"{loc.upper()}: {msg}" if loc else msg)
     return "; ".join(parts)
+
+
+Settings = TypeVar("Settings", bound=BaseSettings)
+_current: dict[type[BaseSettings], tuple[tuple[str | None, ...], BaseSettings]] = {}
+
+
+def current(model: type[Settings]) -> Settings:
+    """`model` for the environment as it is now, rebuilt only when one of its variables changed.
+
+    Building a settings model costs ~0.2 ms; looking its variables up costs ~1 µs
+    each. Hot paths (every run, every tool call) read settings through this, and a
+    changed variable (a test, a reload) still takes effect at once. A malformed
+    value is a SettingsError naming the variable."""
+    key = tuple(os.environ.get(name.upper()) for name in model.model_fields)
+    found = _current.get(model)
+    if found is not None and found[0] == key:
+        return found[1]  # type: ignore[return-value]
+    try:
+        settings = model()
+    except Exception as exc:  # pydantic.ValidationError
+        raise SettingsError(f"invalid setting: {describe_validation_error(exc)}") from None
+    _current[model] = (key, settings)
+    return settings
 
 
 @lru_cache(maxsize=1)

@@ -11,7 +11,6 @@ stored.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
@@ -25,6 +24,7 @@ from onbehalf.sealing import (
     seal_value,
     unseal_value,
 )
+from onbehalf.settings import RedisSettings
 
 DEFAULT_PREFIX = "onbehalf-secret:"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -63,7 +63,7 @@ class UserSecretStore(RedisStore):
     error = UserSecretError
 
     def default_prefix(self) -> str:
-        return os.environ.get("USER_SECRETS_PREFIX") or DEFAULT_PREFIX
+        return RedisSettings().user_secrets_prefix or DEFAULT_PREFIX
 
     def key_for(self, identity: str, name: str) -> str:
         return f"{self.prefix}{quote(identity, safe='')}:{validate_secret_name(name)}"

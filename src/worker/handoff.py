@@ -16,9 +16,11 @@ expired token is gone even though it is refused (DESIGN.md §7).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -307,50 +309,42 @@ class TokenHandoff:
                 "redis://[user:password@]host:port/db, rediss://... or unix:///path"
             ) from None
 
-    def _redis_errors(self, action: str) -> _RedisErrors:
-        return _RedisErrors(action, self._redacted_url)
+    def _redis_errors(self, action: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return _translated_redis_errors(action, self._redacted_url)
 
 
-class _RedisErrors:
+@contextlib.asynccontextmanager
+async def _translated_redis_errors(action: str, redacted_url: str) -> AsyncIterator[None]:
     """Translate redis-py exceptions into RedisUnavailable, in exactly one place."""
+    try:
+        yield
+    except RedisError as exc:
+        raise RedisUnavailable(_redis_problem(exc, action, redacted_url)) from None
 
-    def __init__(self, action: str, redacted_url: str) -> None:
-        self._action = action
-        self._url = redacted_url
 
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None or not isinstance(exc, RedisError):
-            return
-        where = f"REDIS_URL={self._url}"
-        refused = str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
-        if isinstance(exc, AuthenticationError | AuthorizationError) or (
-            isinstance(exc, ResponseError) and refused
-        ):
-            message = (
-                f"Redis at {where} refused our credentials or permissions, so could not "
-                f"{self._action}: fix the user/password in REDIS_URL or the Redis ACL"
-            )
-        elif isinstance(exc, RedisConnectionError | RedisTimeoutError):
-            message = (
-                f"cannot {self._action}: Redis at {where} is unreachable ({_short(exc)}); "
-                "start Redis or point REDIS_URL at it"
-            )
-        elif isinstance(exc, ResponseError) and "unknown command" in str(exc).lower():
-            message = (
-                f"Redis at {where} does not support GETDEL: the token handoff needs "
-                "Redis 6.2 or newer"
-            )
-        else:
-            message = f"Redis at {where} failed to {self._action}: {_short(exc)}"
-        raise RedisUnavailable(message) from None
+def _redis_problem(exc: RedisError, action: str, redacted_url: str) -> str:
+    where = f"REDIS_URL={redacted_url}"
+    refused = str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
+    if isinstance(exc, AuthenticationError | AuthorizationError) or (
+        isinstance(exc, ResponseError) and refused
+    ):
+        message = (
+            f"Redis at {where} refused our credentials or permissions, so could not "
+            f"{action}: fix the user/password in REDIS_URL or the Redis ACL"
+        )
+    elif isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        message = (
+            f"cannot {action}: Redis at {where} is unreachable ({_short(exc)}); "
+            "start Redis or point REDIS_URL at it"
+        )
+    elif isinstance(exc, ResponseError) and "unknown command" in str(exc).lower():
+        message = (
+            f"Redis at {where} does not support GETDEL: the token handoff needs "
+            "Redis 6.2 or newer"
+        )
+    else:
+        message = f"Redis at {where} failed to {action}: {_short(exc)}"
+    return message
 
 
 def _check_token_shape(token: str) -> None:

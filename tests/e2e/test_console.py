@@ -7,7 +7,9 @@ Without Chromium these tests skip, and the skip reason shows in the summary (-ra
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,11 @@ from tests.support.langgraph_server import LangGraphServer, run_langgraph_dev
 from tests.support.mcp_server import TicketsMcpServer, run_tickets_mcp
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+# the README's screenshots are refreshed only when asked (ONBEHALF_UPDATE_SCREENSHOTS=1), so
+# that `make test` never leaves the checkout modified; otherwise they go to a temporary folder
+IMG = (Path(__file__).resolve().parents[2] / "docs" / "img"
+       if os.environ.get("ONBEHALF_UPDATE_SCREENSHOTS") == "1"
+       else Path(tempfile.gettempdir()) / "onbehalf-screenshots")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

@@ -12,11 +12,11 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from agents.kit.client import bearer_client
 from agents.kit.sessions import McpSession
 from agents.kit.tools import list_server_tools
 from agents.kit.transport import aclose_request_pool
@@ -79,11 +79,7 @@ async def fresh_pool() -> AsyncIterator[None]:
 
 
 def _session(url: str, token: str) -> McpSession:
-    connection: dict[str, Any] = {
-        "transport": "streamable_http", "url": url,
-        "headers": {"Authorization": f"Bearer {token}"},
-    }
-    return McpSession("tickets", connection, 10.0)
+    return McpSession("tickets", bearer_client("user", "tickets", url, token), 10.0)
 
 
 async def _work(session: McpSession, rounds: int) -> list[str]:

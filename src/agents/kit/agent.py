@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware
+from langchain_mcp_adapters.interceptors import ToolCallInterceptor
 from langgraph.graph.state import CompiledStateGraph
 
 from agents.kit.middleware import McpToolsMiddleware
@@ -21,14 +22,16 @@ def build_mcp_agent(
     tools: Sequence[str] | None = None,
     servers: Sequence[str] | None = None,
     middleware: Sequence[AgentMiddleware] = (),
+    tool_interceptors: Sequence[ToolCallInterceptor] = (),
 ) -> CompiledStateGraph:
     """A compiled agent whose MCP tools are loaded per user at run time.
 
-    `tools` and `servers` narrow what the servers file allows (both apply).
+    `tools` and `servers` narrow what the servers file allows (both apply);
+    `tool_interceptors` wrap every MCP request of the graph's tools.
     The chat model comes from `AGENT_MODEL` when the module is imported; no
     user, token or MCP server is touched until a run starts.
     """
-    mcp = McpToolsMiddleware(tools=tools, servers=servers)
+    mcp = McpToolsMiddleware(tools=tools, servers=servers, tool_interceptors=tool_interceptors)
     graph = create_agent(
         model=load_chat_model(),
         tools=[],

@@ -8,12 +8,19 @@ function): it pauses the run with the `connect_account` interrupt and a link.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
+from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool
+from langgraph.types import interrupt
 
 from agents.kit.credentials import AccountNotConnected
+from agents.kit.interceptors import tool_error, tool_result
+from onbehalf.oauth.accounts import OAuthProblem
+
+if TYPE_CHECKING:
+    from agents.kit.run_scope import RunScope
 
 CONNECT_TOOL = "connect_account"
 
@@ -57,3 +64,43 @@ def connect_message(server: str, account: AccountNotConnected, link: str) -> str
         f"{verb} your {server!r} account{what}: open {link} and approve, "
         "then resume this thread"
     )
+
+
+async def run_connect_account(
+    call: dict[str, Any], scope: RunScope, reopen: Callable[[], Awaitable[RunScope]]
+) -> ToolMessage | None:
+    """The `connect_account` tool: pause the run with a connect link (lazy consent).
+
+    Resuming re-runs this call on a new scope: if the account is connected by then, the
+    model reads "connected" and the server's tools are in its next call. After a resume
+    without the account, `reopen` gives the run's servers as they are now. None when
+    the name belongs to an MCP server's own tool."""
+    if CONNECT_TOOL in scope.tools:
+        return None
+    server = str((call.get("args") or {}).get("server", ""))
+    pending = scope.not_connected.get(server)
+    if pending is None:
+        if server in scope.sessions:
+            return _connected(call, server)
+        known = ", ".join(sorted(scope.not_connected)) or "none"
+        return tool_error(call, f"there is no account {server!r} to connect here "
+                          f"(to connect: {known})")
+    try:
+        link = await pending.connect()
+    except OAuthProblem as exc:
+        return tool_error(call, f"cannot start connecting {server!r}: {exc}")
+    interrupt({
+        "type": "connect_account",
+        "server": server,
+        "connect_url": link,
+        "message": connect_message(server, pending, link),
+    })
+    # resumed without the account connected (the check at the top found none)
+    if server in (await reopen()).sessions:
+        return _connected(call, server)
+    return tool_error(call, f"{server!r} is not connected yet: the user has not finished "
+                      "connecting it; ask them to open the link, then resume")
+
+
+def _connected(call: dict[str, Any], server: str) -> ToolMessage:
+    return tool_result(call, f"connected: {server!r} is connected; its tools are available")

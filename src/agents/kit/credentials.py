@@ -4,8 +4,9 @@
 trades it (RFC 8693) for one issued for that server; `user_secret` and `oauth`
 send the user's own connected account (`oauth`: tokens from the MCP
 authorization spec flow, refreshed before use); `static` reads a service
-credential from the environment; `none` sends nothing. The result is the
-connection of one session for one user: it is never reused for another.
+credential from the environment; `none` sends nothing. The result is one
+user's connection to one server (client.py: the credential in a
+`CredentialAuth`, never in a headers dict): it is never reused for another.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from typing import Any
 
 import httpx
 import jwt
+from langchain_mcp_adapters.sessions import Connection
 from pydantic import SecretStr
 
+from agents.kit.client import CredentialAuth, credential_fingerprint, mcp_connection
 from agents.kit.errors import OnBehalfError
 from agents.kit.servers import (
     McpServer,
@@ -47,7 +50,7 @@ from onbehalf.oauth.accounts import (
 )
 from onbehalf.oauth.accounts import refresh as refresh_oauth
 from onbehalf.oauth.store import StoredTokens
-from onbehalf.redis_store import StoreError
+from onbehalf.redis_store import ProcessStore, StoreError
 from onbehalf.user_secrets import StoredSecret, UserSecretError, UserSecretStore
 
 
@@ -80,8 +83,10 @@ class AccountNotConnected(CredentialUnavailable):
 class ServerCredential:
     """One user's connection to one server, and how to drop its credential if refused."""
 
-    connection: dict[str, Any] = field(repr=False)
+    connection: Connection = field(repr=False)
     kind: str
+    fingerprint: str = field(repr=False)
+    """Of everything sent (headers and credential): part of the session pool key."""
     connect_url: str | None = None
     revoke: Revoke | None = field(default=None, repr=False)
     """Compare-and-delete of the cached/stored credential that was actually sent."""
@@ -104,52 +109,38 @@ class ServerCredential:
         return self.connect_url
 
 
-def reconnect_message(server: str, credential: ServerCredential, link: str | None = None) -> str:
-    """What the user reads when a server no longer accepts their connected account."""
-    link = link if link is not None else credential.connect_url
-    where = f" at {link}" if link else ""
-    return (
-        f"MCP server {server!r} no longer accepts your connected account: "
-        f"reconnect it{where}, then resume this thread"
-    )
-
-
-_secret_store: UserSecretStore | None = None
+_secret_stores = ProcessStore(UserSecretStore)
 
 
 def secret_store() -> UserSecretStore:
     """The per-user secret store (created on first use, from REDIS_URL)."""
-    global _secret_store
-    if _secret_store is None:
-        _secret_store = UserSecretStore()
-    return _secret_store
+    return _secret_stores.get()
 
 
 def use_secret_store(store: UserSecretStore | None) -> None:
     """Point the kit at another store (tests, embedding applications)."""
-    global _secret_store
-    _secret_store = store
+    _secret_stores.use(store)
 
 
 _EXCHANGE_CACHE_SIZE = 2048
 _EXCHANGE_MARGIN_SECONDS = 30
-_exchange_cache: OrderedDict[tuple[str, str, str, str], tuple[str, float]] = OrderedDict()
+_exchange_cache: OrderedDict[tuple[str, str, str, str], tuple[SecretStr, float]] = OrderedDict()
 _exchange_locks: dict[tuple[str, str, str, str], asyncio.Lock] = {}
 
 
 async def credential_for(name: str, server: McpServer, user: UserToken) -> ServerCredential:
-    """The langchain-mcp-adapters connection for this server, carrying this user's credential."""
-    headers = dict(server.headers)
+    """This user's connection to this server, carrying this user's credential."""
     auth = server.auth
     revoke: Revoke | None = None
     connect_url: str | None = None
+    sent: CredentialAuth | None = None
     if isinstance(auth, UserTokenAuth):
         if auth.audience is not None:
             _require_audience(name, auth.audience, user)
-        headers["Authorization"] = bearer_header(user.token.get_secret_value())
+        sent = CredentialAuth("Authorization", bearer_header(user.token.get_secret_value()))
     elif isinstance(auth, TokenExchangeAuth):
         token = await _exchanged_token(name, server, auth, user)
-        headers["Authorization"] = bearer_header(token)
+        sent = CredentialAuth("Authorization", bearer_header(token.get_secret_value()))
         key = (user.identity, user.fingerprint, name, server.url)
         connect_url = auth.connect_url
 
@@ -161,7 +152,7 @@ async def credential_for(name: str, server: McpServer, user: UserToken) -> Serve
     elif isinstance(auth, UserSecretAuth):
         stored = await _user_secret(name, auth, user)
         value = stored.value.get_secret_value()
-        headers[auth.header] = f"{auth.scheme} {value}" if auth.scheme else value
+        sent = CredentialAuth(auth.header, f"{auth.scheme} {value}" if auth.scheme else value)
         connect_url = auth.connect_url
 
         async def revoke() -> None:
@@ -170,7 +161,7 @@ async def credential_for(name: str, server: McpServer, user: UserToken) -> Serve
     elif isinstance(auth, OAuthAuth):
         account = oauth_server(name, server)
         tokens = await _oauth_tokens(name, account, user)
-        headers["Authorization"] = bearer_header(tokens.access_token)
+        sent = CredentialAuth("Authorization", bearer_header(tokens.access_token))
 
         async def connect() -> str:
             return await start_flow(user.identity, account)
@@ -185,10 +176,8 @@ async def credential_for(name: str, server: McpServer, user: UserToken) -> Serve
                 return False
             return True
 
-        return ServerCredential(
-            connection=_connection(server, headers), kind=auth.type, revoke=revoke,
-            connect=connect, refresh=refresh,
-        )
+        return _credential(server, sent, kind=auth.type, revoke=revoke, connect=connect,
+                           refresh=refresh)
     elif isinstance(auth, StaticAuth):
         value = os.environ.get(auth.value_env)
         if not value:
@@ -196,21 +185,15 @@ async def credential_for(name: str, server: McpServer, user: UserToken) -> Serve
                 name, f"MCP server {name!r}: environment variable {auth.value_env} is not set "
                 "(auth.type 'static' reads the service credential from it)"
             )
-        headers[auth.header] = f"{auth.scheme} {value}" if auth.scheme else value
-    return ServerCredential(
-        connection=_connection(server, headers), kind=auth.type, connect_url=connect_url,
-        revoke=revoke,
-    )
+        sent = CredentialAuth(auth.header, f"{auth.scheme} {value}" if auth.scheme else value)
+    return _credential(server, sent, kind=auth.type, connect_url=connect_url, revoke=revoke)
 
 
-def _connection(server: McpServer, headers: dict[str, str]) -> dict[str, Any]:
-    transport = "streamable_http" if server.transport == "http" else server.transport
-    return {
-        "transport": transport,
-        "url": server.url,
-        "headers": headers,
-        "timeout": server.timeout_seconds,
-    }
+def _credential(server: McpServer, sent: CredentialAuth | None, **rest: Any) -> ServerCredential:
+    fingerprint = (sent.fingerprint(server.headers) if sent is not None
+                   else credential_fingerprint(server.headers))
+    return ServerCredential(connection=mcp_connection(server, sent), fingerprint=fingerprint,
+                            **rest)
 
 
 async def _oauth_tokens(name: str, account: OAuthServer, user: UserToken) -> StoredTokens:
@@ -255,7 +238,7 @@ def _require_audience(name: str, audience: str, user: UserToken) -> None:
 
 async def _exchanged_token(
     name: str, server: McpServer, auth: TokenExchangeAuth, user: UserToken
-) -> str:
+) -> SecretStr:
     key = (user.identity, user.fingerprint, name, server.url)
     cached = _exchange_cache.get(key)
     if cached and cached[1] - _EXCHANGE_MARGIN_SECONDS > time.time():
@@ -266,7 +249,8 @@ async def _exchanged_token(
         cached = _exchange_cache.get(key)
         if cached and cached[1] - _EXCHANGE_MARGIN_SECONDS > time.time():
             return cached[0]
-        token, expires_at = await _exchange(name, server, auth, user)
+        issued, expires_at = await _exchange(name, server, auth, user)
+        token = SecretStr(issued)
         _exchange_cache[key] = (token, expires_at)
         while len(_exchange_cache) > _EXCHANGE_CACHE_SIZE:
             old, _ = _exchange_cache.popitem(last=False)

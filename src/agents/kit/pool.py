@@ -20,9 +20,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import os
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +28,8 @@ from dataclasses import dataclass
 from mcp.types import Tool as McpTool
 
 from agents.kit.sessions import McpSession
-from agents.kit.transport import aclose_request_pool
+from agents.kit.transport import PerLoop, aclose_request_pool
+from onbehalf.settings import KitSettings, current
 
 log = logging.getLogger("onbehalf.mcp")
 
@@ -48,19 +47,6 @@ class SessionKey:
     credential_fingerprint: str
 
 
-def _float_env(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    if value is None or not value.strip():
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
-    if number < 0:
-        raise ValueError(f"{name} must not be negative")
-    return number
-
-
 @dataclass(frozen=True)
 class PoolSettings:
     idle_seconds: float = 60.0
@@ -70,10 +56,12 @@ class PoolSettings:
 
     @classmethod
     def from_env(cls) -> PoolSettings:
+        """From MCP_SESSION_IDLE_SECONDS, MCP_SESSION_POOL_SIZE, MCP_TOOLS_CACHE_SECONDS."""
+        kit = current(KitSettings)
         return cls(
-            idle_seconds=_float_env("MCP_SESSION_IDLE_SECONDS", cls.idle_seconds),
-            max_sessions=int(_float_env("MCP_SESSION_POOL_SIZE", cls.max_sessions)),
-            tools_cache_seconds=_float_env("MCP_TOOLS_CACHE_SECONDS", cls.tools_cache_seconds),
+            idle_seconds=kit.mcp_session_idle_seconds,
+            max_sessions=kit.mcp_session_pool_size,
+            tools_cache_seconds=kit.mcp_tools_cache_seconds,
         )
 
 
@@ -209,16 +197,9 @@ class SessionPool:
         self._tools.pop(key, None)
 
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SessionPool] = (
-    weakref.WeakKeyDictionary()
-)
+_pools = PerLoop(SessionPool)
 
 
 def session_pool() -> SessionPool:
     """The pool of the running event loop (sessions cannot cross loops)."""
-    loop = asyncio.get_running_loop()
-    pool = _pools.get(loop)
-    if pool is None:
-        pool = SessionPool()
-        _pools[loop] = pool
-    return pool
+    return _pools.get()

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import os
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +39,8 @@ from agents.kit.pool import session_pool
 from agents.kit.run_scope import RunScope
 from agents.kit.servers import aload_servers_config
 from agents.kit.tokens import UserToken, resolve_user_token
+from agents.kit.transport import PerLoop
+from onbehalf.settings import KitSettings, current
 
 log = logging.getLogger("onbehalf.mcp")
 
@@ -49,7 +50,7 @@ MAX_CONCURRENT_PREWARMS = 8
 
 def prewarm_enabled() -> bool:
     """`ONBEHALF_PREWARM=0` turns prewarming off (e.g. when runs execute in another process)."""
-    return os.environ.get("ONBEHALF_PREWARM", "1").strip().lower() not in ("0", "false", "no")
+    return current(KitSettings).onbehalf_prewarm
 
 
 @dataclass(frozen=True)
@@ -184,18 +185,12 @@ async def _warm(user: UserToken, shape: GraphTools) -> None:
     await scope.aclose(reusable=True)
 
 
-_prewarmers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Prewarmer] = (
-    weakref.WeakKeyDictionary()
-)
+_prewarmers = PerLoop(Prewarmer)
 
 
 def prewarmer() -> Prewarmer:
     """The prewarmer of the running event loop (its sessions go to that loop's pool)."""
-    loop = asyncio.get_running_loop()
-    found = _prewarmers.get(loop)
-    if found is None:
-        found = _prewarmers[loop] = Prewarmer()
-    return found
+    return _prewarmers.get()
 
 
 def _pooling_on() -> bool:
@@ -248,7 +243,7 @@ class AwaitPrewarmMiddleware(AgentMiddleware[Any, Any, Any]):
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse]],
     ) -> ModelResponse:
-        pending = _prewarmers.get(asyncio.get_running_loop())
+        pending = _prewarmers.peek()
         if pending is not None and pending._inflight:
             try:
                 user = await resolve_user_token(request.runtime, _config_or_none())

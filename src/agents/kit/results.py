@@ -6,18 +6,18 @@ later turn; an MCP server that returns megabytes must not break either.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from langchain_core.messages import ToolMessage
+
+from onbehalf.settings import KitSettings, current
 
 DEFAULT_MAX_CHARS = 50_000
 
 
 def max_result_chars() -> int:
-    """MCP_TOOL_RESULT_MAX_CHARS; 0 means no limit, anything unparsable the default."""
-    value = os.environ.get("MCP_TOOL_RESULT_MAX_CHARS", "").strip()
-    return int(value) if value.isdigit() else DEFAULT_MAX_CHARS
+    """MCP_TOOL_RESULT_MAX_CHARS (0 means no limit)."""
+    return current(KitSettings).mcp_tool_result_max_chars
 
 
 def _text_size(content: Any) -> int:

@@ -18,20 +18,20 @@ from dataclasses import dataclass, field
 from langchain_core.tools import BaseTool
 from mcp.types import Tool as McpTool
 
+from agents.kit.client import UserMCPClient
 from agents.kit.credentials import (
     AccountNotConnected,
     CredentialUnavailable,
     ServerCredential,
     credential_for,
-    reconnect_message,
 )
+from agents.kit.interceptors import reconnect_message
 from agents.kit.pool import SessionKey, session_pool
 from agents.kit.servers import McpServer, McpServersConfig
 from agents.kit.sessions import McpSession, SessionUnavailable
 from agents.kit.tokens import UserToken
 from agents.kit.tools import bind_tool, is_allowed, list_server_tools, public_names
 from agents.kit.transport import prepare_transport
-from onbehalf.jwt_auth import token_fingerprint
 
 log = logging.getLogger("onbehalf.mcp")
 
@@ -44,13 +44,6 @@ class BoundTool:
     mcp_tool: McpTool
 
 
-def _credential_fingerprint(connection: dict[str, object]) -> str:
-    headers = connection.get("headers") or {}
-    assert isinstance(headers, dict)
-    material = "\n".join(f"{k.lower()}:{v}" for k, v in sorted(headers.items()))
-    return token_fingerprint(material)
-
-
 @dataclass
 class RunScope:
     """The per-run, per-user MCP state. Never shared between runs or users."""
@@ -59,6 +52,9 @@ class RunScope:
     fingerprint: str
     config: McpServersConfig
     allowlist: Sequence[str] | None
+    client: UserMCPClient = None  # type: ignore[assignment]
+    """The run's user's `MultiServerMCPClient`: each server's connection is added as its
+    credential is decided, and every session of the run is opened from it."""
     sessions: dict[str, McpSession] = field(default_factory=dict)
     keys: dict[str, SessionKey] = field(default_factory=dict)
     credentials: dict[str, ServerCredential] = field(default_factory=dict)
@@ -73,6 +69,12 @@ class RunScope:
     _loaded: asyncio.Task[None] | None = None
     _renewing: dict[str, asyncio.Lock] = field(default_factory=dict)
     closed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.client is None:
+            self.client = UserMCPClient(self.identity)
+        if self.client.identity != self.identity:
+            raise ValueError("a RunScope is given another user's MCP client")
 
     def belongs_to(self, user: UserToken) -> bool:
         return user.identity == self.identity and user.fingerprint == self.fingerprint
@@ -120,10 +122,11 @@ class RunScope:
                 self._bind(server, session, mcp_tool, names_for[(server, mcp_tool.name)])
 
     def _bind(self, server: str, session: McpSession, mcp_tool: McpTool, public: str) -> None:
-        tool = session.bound_tools.get((mcp_tool.name, public))
+        key = (mcp_tool.name, public, self.client.interceptors_key)
+        tool = session.bound_tools.get(key)
         if tool is None:
-            tool = bind_tool(session.client, server, mcp_tool, public, session.callbacks)
-            session.bound_tools[(mcp_tool.name, public)] = tool
+            tool = bind_tool(session.client, server, mcp_tool, public, self.client)
+            session.bound_tools[key] = tool
         self.tools[public] = BoundTool(server=server, tool=tool, session=session, mcp_tool=mcp_tool)
 
     async def renew(self, name: str, ended: McpSession) -> McpSession:
@@ -183,7 +186,7 @@ class RunScope:
         key = self.keys[name]
         pool = session_pool()
         session = McpSession(
-            name, self.credentials[name].connection, server.timeout_seconds,
+            name, self.client, server.timeout_seconds,
             expires_at=expires_at, on_tools_changed=lambda: pool.forget_tools(key),
         )
         await session.open()
@@ -192,13 +195,13 @@ class RunScope:
     async def _open(self, name: str, server: McpServer, user: UserToken) -> list[McpTool]:
         credential = await credential_for(name, server, user)
         self.credentials[name] = credential
-        connection = credential.connection
+        self.client.add(name, credential.connection)
         key = SessionKey(
             server=name,
             url=server.url,
             identity=user.identity,
             token_fingerprint=user.fingerprint,
-            credential_fingerprint=_credential_fingerprint(connection),
+            credential_fingerprint=credential.fingerprint,
         )
         pool = session_pool()
         self.keys[name] = key

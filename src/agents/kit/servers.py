@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,6 +25,7 @@ from pydantic import (
 )
 
 from agents.kit.errors import ServersFileError
+from onbehalf.settings import AgentSettings, current
 
 log = logging.getLogger("onbehalf.mcp")
 
@@ -236,8 +236,8 @@ _cache: dict[tuple[str | None, str | None, float | None], McpServersConfig] = {}
 
 def load_servers_config() -> McpServersConfig:
     """The servers config of this process, re-read only when its source changes."""
-    inline = os.environ.get("MCP_SERVERS")
-    file_setting = os.environ.get("MCP_SERVERS_FILE")
+    settings = current(AgentSettings)
+    inline, file_setting = settings.mcp_servers, settings.mcp_servers_file
     if inline and inline.strip():
         key = (inline, None, None)
         if key not in _cache:
@@ -270,7 +270,7 @@ async def aload_servers_config() -> McpServersConfig:
     The file is stat-ed on every new run (to notice edits); that must not block the
     event loop, but an inline `MCP_SERVERS` needs no I/O and no thread hop.
     """
-    inline = os.environ.get("MCP_SERVERS")
+    inline = current(AgentSettings).mcp_servers
     if inline and inline.strip():
         return load_servers_config()
     return await asyncio.to_thread(load_servers_config)

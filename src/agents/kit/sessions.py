@@ -3,9 +3,15 @@
 An MCP client session is an async context manager built on an anyio task
 group, which must be exited by the task that entered it. LangGraph runs the
 model node and each tool call in different tasks, so each session here is
-owned by a small dedicated task that opens it, waits, and closes it; every
-other task only sends requests over it. That is what lets one session serve
-every tool call of a run, and be closed from wherever the run ends.
+owned by a small dedicated task that opens it (`client.session(name)` of the
+user's `MultiServerMCPClient`, client.py), waits, and closes it; every other
+task only sends requests over it. That is what lets one session serve every
+tool call of a run, and be closed from wherever the run ends.
+
+The owner task marks itself as `serving_session`; everything the session's
+HTTP client and receive loop do runs in that task's context, so the client's
+shared `Callbacks` and `httpx_client_factory` reach the right session (and
+through it, only the run that holds it) without a per-session connection.
 """
 
 from __future__ import annotations
@@ -14,13 +20,12 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from langchain_core.tools import BaseTool
 from langchain_mcp_adapters.callbacks import CallbackContext, Callbacks
-from langchain_mcp_adapters.sessions import Connection, create_session
 from langgraph.types import StreamWriter
 from mcp import ClientSession
 from mcp.types import (
@@ -29,7 +34,11 @@ from mcp.types import (
     ToolListChangedNotification,
 )
 
+from agents.kit.interceptors import unavailable_at_open
 from agents.kit.transport import client_factory
+
+if TYPE_CHECKING:
+    from langchain_mcp_adapters.client import MultiServerMCPClient
 
 log = logging.getLogger("onbehalf.mcp")
 T = TypeVar("T")
@@ -47,29 +56,13 @@ class SessionUnavailable(Exception):
         self.status = status
 
 
-def explain_refusal(server: str, status: int | None) -> str | None:
-    """What an HTTP failure of an MCP server means for the user, or None if none seen."""
-    if status == 401:
-        return (
-            f"MCP server {server!r} no longer accepts your sign-in (401): "
-            "please sign in again (re-authenticate) and retry"
-        )
-    if status == 403:
-        return f"MCP server {server!r} says you are not permitted to do this (403)"
-    if status is not None and status >= 500:
-        return f"MCP server {server!r} failed (HTTP {status}); try again later"
-    if status is not None and status >= 400 and status != 404:
-        return f"MCP server {server!r} rejected the request (HTTP {status})"
-    return None
-
-
 class McpSession:
     """One initialized MCP session, for one server and one credential, owned by its own task."""
 
     def __init__(
         self,
         server: str,
-        connection: dict[str, Any],
+        client: MultiServerMCPClient,
         timeout: float,
         *,
         expires_at: float = float("inf"),
@@ -87,28 +80,23 @@ class McpSession:
         self.broken = False
         """Set when a call failed at the transport level: the session is not reused."""
         self.transport_error: str | None = None
-        self.bound_tools: dict[tuple[str, str], BaseTool] = {}
-        """LangChain tools bound to this session, by (MCP name, public name)."""
+        self.bound_tools: dict[tuple[str, str, tuple[int, ...]], BaseTool] = {}
+        """LangChain tools bound to this session, by (MCP name, public name, interceptors)."""
         self._on_tools_changed = on_tools_changed
         self.failed = asyncio.Event()
         """Set when the server refused a request or the session ended: calls stop waiting."""
-        conn = dict(connection)
-        conn["httpx_client_factory"] = client_factory(self._on_refused, self._on_transport_error)
-        conn["session_kwargs"] = {
-            "message_handler": self._on_message, "logging_callback": self._on_log
-        }
+        self.mcp_client = client
+        """The user's client whose connection for `server` this session was opened with."""
         self.notify: StreamWriter | None = None
         """The stream writer of the run that holds this session (set per tool call): the
         server's progress and log notifications become that run's custom stream events.
         A session is lent to one run at a time, so they never reach another run."""
-        self.callbacks = Callbacks(on_progress=self._on_progress)
-        self._connection: Connection = conn  # type: ignore[assignment]
         self._ready: asyncio.Future[ClientSession] | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.closed = False
 
-    def __repr__(self) -> str:  # never show the connection: it holds the credential
+    def __repr__(self) -> str:  # never show the client: its connections hold credentials
         return f"McpSession(server={self.server!r}, closed={self.closed})"
 
     def _on_refused(self, status: int) -> None:
@@ -142,7 +130,8 @@ class McpSession:
         self._emit({"type": "mcp_progress", "server": self.server, "tool": context.tool_name,
                     "progress": progress, "total": total, "message": message})
 
-    async def _on_log(self, params: LoggingMessageNotificationParams) -> None:
+    async def _on_log(self, params: LoggingMessageNotificationParams,
+                      context: CallbackContext) -> None:
         self._emit({"type": "mcp_log", "server": self.server, "level": params.level,
                     "logger": params.logger, "data": params.data})
 
@@ -189,18 +178,16 @@ class McpSession:
 
     async def _own(self) -> None:
         assert self._ready is not None
+        serving_session.set(self)  # this task's context only (see `open`)
         try:
-            async with create_session(self._connection) as session:
-                await session.initialize()
+            async with self.mcp_client.session(self.server) as session:  # sends initialize
                 if not self._ready.done():
                     self._ready.set_result(session)
                 await self._stop.wait()
         except asyncio.CancelledError:
             pass
         except BaseException as exc:
-            reason = explain_refusal(self.server, self.refused_status) or (
-                f"MCP server {self.server!r} is unavailable: {describe_failure(exc)}"
-            )
+            reason = unavailable_at_open(self.server, self.refused_status, exc)
             if not self._ready.done():
                 self._ready.set_exception(
                     SessionUnavailable(self.server, reason, status=self.refused_status)
@@ -217,35 +204,6 @@ class McpSession:
             # a failure nobody awaited must not be reported as "never retrieved"
             if self._ready.done() and not self._ready.cancelled():
                 self._ready.exception()
-
-    async def call(self, work: Awaitable[T], limit_seconds: float) -> T:
-        """Await a request over this session, but stop as soon as the session fails.
-
-        The MCP SDK leaves a request waiting when its session dies (e.g. after an
-        HTTP 401), so each call races the session's failure and the timeout.
-        """
-        task = asyncio.ensure_future(work)
-        failed = asyncio.ensure_future(self.failed.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {task, failed}, timeout=limit_seconds, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            failed.cancel()
-        if task in done:
-            return task.result()
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        if not done:
-            raise TimeoutError
-        raise SessionUnavailable(
-            self.server,
-            explain_refusal(self.server, self.refused_status)
-            or f"MCP server {self.server!r} became unavailable during this run "
-            f"({self.transport_error or 'session ended'})",
-            status=self.refused_status,
-        )
 
     async def _abandon(self) -> None:
         self._stop.set()
@@ -272,15 +230,45 @@ class McpSession:
         self.closed = True
 
 
-def describe_failure(exc: BaseException) -> str:
-    """One line for a (possibly grouped) transport failure, without request details."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused or host unreachable"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"HTTP {exc.response.status_code}"
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}{': ' + text[:200] if text else ''}"
+serving_session: contextvars.ContextVar[McpSession | None] = contextvars.ContextVar(
+    "onbehalf_serving_session", default=None
+)
+"""The session whose owner task (and receive loop, and HTTP client) this code runs in."""
+
+
+def session_http_client(
+    headers: dict[str, str] | None = None,
+    timeout: httpx.Timeout | None = None,
+    auth: httpx.Auth | None = None,
+) -> httpx.AsyncClient:
+    """The `httpx_client_factory` of every connection: the kit's transport, reporting to
+    the session being opened (the status of refused requests, connections lost)."""
+    session = serving_session.get()
+    if session is None:
+        return client_factory()(headers=headers, timeout=timeout, auth=auth)
+    factory = client_factory(session._on_refused, session._on_transport_error)
+    return factory(headers=headers, timeout=timeout, auth=auth)
+
+
+async def route_message(message: Any) -> None:
+    """The `message_handler` of every connection: notifications to the session served."""
+    session = serving_session.get()
+    if session is not None:
+        await session._on_message(message)
+
+
+async def _route_progress(progress: float, total: float | None, message: str | None,
+                          context: CallbackContext) -> None:
+    session = serving_session.get()
+    if session is not None:
+        await session._on_progress(progress, total, message, context)
+
+
+async def _route_log(params: LoggingMessageNotificationParams, context: CallbackContext) -> None:
+    session = serving_session.get()
+    if session is not None:
+        await session._on_log(params, context)
+
+
+ROUTED_CALLBACKS = Callbacks(on_logging_message=_route_log, on_progress=_route_progress)
+"""The callbacks of every user's client: each notification goes to the session it came on."""

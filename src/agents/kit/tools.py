@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from langchain_core.tools import BaseTool
-from langchain_mcp_adapters.callbacks import Callbacks
+from langchain_mcp_adapters.client import MultiServerMCPClient
 from langchain_mcp_adapters.tools import convert_mcp_tool_to_langchain_tool
 from mcp import ClientSession
 from mcp.types import Tool as McpTool
@@ -48,11 +48,15 @@ async def list_server_tools(session: ClientSession) -> list[McpTool]:
 
 def bind_tool(
     session: ClientSession, server: str, tool: McpTool, public_name: str,
-    callbacks: Callbacks | None = None,
+    client: MultiServerMCPClient,
 ) -> BaseTool:
-    """A LangChain tool that calls `tool` over this (user's) open session."""
+    """A LangChain tool that calls `tool` over this (user's) open session.
+
+    The adapters' own conversion, with the client's callbacks (the server's
+    progress notifications) and tool interceptors."""
     lc_tool = convert_mcp_tool_to_langchain_tool(
-        session, tool, server_name=server, callbacks=callbacks
+        session, tool, server_name=server, callbacks=client.callbacks,
+        tool_interceptors=client.tool_interceptors,
     )
     if lc_tool.name != public_name:
         lc_tool = lc_tool.model_copy(update={"name": public_name})

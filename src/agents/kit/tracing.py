@@ -12,9 +12,10 @@ tracing on, LangSmith's default is used unchanged. Disable with
 from __future__ import annotations
 
 import contextvars
-import os
 from collections.abc import Callable
 from typing import Any
+
+from onbehalf.settings import KitSettings, current
 
 _installed = False
 
@@ -33,7 +34,7 @@ async def _inline_when_untraced(
 def inline_untraced_langsmith_hops() -> None:
     """Install the override once per process, unless disabled or already customised."""
     global _installed
-    if _installed or os.environ.get("ONBEHALF_LANGSMITH_INLINE", "1").strip() == "0":
+    if _installed or not current(KitSettings).onbehalf_langsmith_inline:
         return
     try:
         from langsmith import set_runtime_overrides

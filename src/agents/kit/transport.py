@@ -34,6 +34,7 @@ import contextlib
 import ssl
 import weakref
 from collections.abc import AsyncIterator, Callable
+from typing import Generic, TypeVar
 
 import httpx
 
@@ -46,10 +47,36 @@ KEEPALIVE_SECONDS = 2.0
 keep-alive timeout (uvicorn: 5 s) can close one under a request that was about to reuse it."""
 MAX_IDLE_CONNECTIONS = 64
 
+T = TypeVar("T")
+
+
+class PerLoop(Generic[T]):
+    """One `T` per running event loop: connections, sessions and tasks cannot cross loops.
+
+    Made on first use in a loop, forgotten with the loop."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self) -> T:
+        loop = asyncio.get_running_loop()
+        found = self._by_loop.get(loop)
+        if found is None:
+            found = self._by_loop[loop] = self._make()
+        return found
+
+    def peek(self) -> T | None:
+        """This loop's, if one was made (never makes one)."""
+        return self._by_loop.get(asyncio.get_running_loop())
+
+    def pop(self) -> T | None:
+        return self._by_loop.pop(asyncio.get_running_loop(), None)
+
+
 _ssl_context: ssl.SSLContext | None = None
-_request_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncHTTPTransport] = (
-    weakref.WeakKeyDictionary()
-)
 
 StatusListener = Callable[[int], None]
 ErrorListener = Callable[[str], None]
@@ -78,29 +105,31 @@ def session_transport() -> httpx.AsyncHTTPTransport:
     )
 
 
+def _new_request_pool() -> httpx.AsyncHTTPTransport:
+    return httpx.AsyncHTTPTransport(
+        verify=shared_ssl_context(),
+        limits=httpx.Limits(
+            max_connections=None,
+            max_keepalive_connections=MAX_IDLE_CONNECTIONS,
+            keepalive_expiry=KEEPALIVE_SECONDS,
+        ),
+    )
+
+
+_request_pools = PerLoop(_new_request_pool)
+
+
 def request_pool() -> httpx.AsyncHTTPTransport:
     """The running event loop's pool for request/response traffic, shared by all sessions.
 
     Unlimited connections (one user's slow request never queues another's), a
     bounded number kept idle, for a short time."""
-    loop = asyncio.get_running_loop()
-    pool = _request_pools.get(loop)
-    if pool is None:
-        pool = httpx.AsyncHTTPTransport(
-            verify=shared_ssl_context(),
-            limits=httpx.Limits(
-                max_connections=None,
-                max_keepalive_connections=MAX_IDLE_CONNECTIONS,
-                keepalive_expiry=KEEPALIVE_SECONDS,
-            ),
-        )
-        _request_pools[loop] = pool
-    return pool
+    return _request_pools.get()
 
 
 async def aclose_request_pool() -> None:
     """Close the running loop's shared pool (process shutdown, tests); made again on demand."""
-    pool = _request_pools.pop(asyncio.get_running_loop(), None)
+    pool = _request_pools.pop()
     if pool is not None:
         await pool.aclose()
 

@@ -37,6 +37,7 @@ from pydantic import ValidationError
 from onbehalf.oauth.discovery import AuthorizationServer, DiscoveryError, discover
 from onbehalf.oauth.guard import GuardedTransport, OutboundRefused, check_url, guarded_client
 from onbehalf.oauth.store import NEEDS_RECONNECT, OAuthStore, StoredTokens, digest
+from onbehalf.redis_store import ProcessStore
 from onbehalf.settings import OAuthSettings, SettingsError
 
 log = logging.getLogger("onbehalf.oauth")
@@ -97,22 +98,18 @@ class ClientInfo:
         return f"ClientInfo(client_id={self.client_id!r}, auth_method={self.auth_method!r})"
 
 
-_store: OAuthStore | None = None
+_stores = ProcessStore(OAuthStore)
 _local_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
 
 def oauth_store() -> OAuthStore:
     """The process's OAuth store (created on first use, from REDIS_URL)."""
-    global _store
-    if _store is None:
-        _store = OAuthStore()
-    return _store
+    return _stores.get()
 
 
 def use_oauth_store(store: OAuthStore | None) -> None:
     """Point onbehalf at another store (tests, embedding applications)."""
-    global _store
-    _store = store
+    _stores.use(store)
 
 
 def oauth_settings() -> OAuthSettings:

@@ -151,26 +151,30 @@ class OAuthStore(RedisStore):
     async def put_flow(self, state: str, record: dict[str, Any], verifier: str,
                        ttl: int) -> None:
         self.require_durable_keys()
-        record = {**record, "verifier": seal_value(
-            self.keys, verifier, self._flow_aad(record["flow_id"], "verifier"))}
-        await self._run(self._client.set(
-            f"{self.prefix}flow:{digest(state)}", json.dumps(record), ex=ttl))
+        await self._put_sealed(f"flow:{digest(state)}", record, "verifier", verifier, ttl)
 
     async def take_flow(self, state: str) -> dict[str, Any] | None:
         """The flow `state` started, removed in the same step (a replayed state finds none)."""
-        raw = await self._run(self._client.getdel(f"{self.prefix}flow:{digest(state)}"))
-        return json.loads(raw) if raw else None
+        return await self._take(f"flow:{digest(state)}")
 
     async def hold_code(self, flow: dict[str, Any], code: str, confirm: str) -> None:
         ttl = max(1, int(flow["expires_at"] - time.time()))
-        record = {**flow, "confirm": digest(confirm), "code": seal_value(
-            self.keys, code, self._flow_aad(flow["flow_id"], "code"))}
-        await self._run(self._client.set(
-            f"{self.prefix}held:{flow['flow_id']}", json.dumps(record), ex=ttl))
+        record = {**flow, "confirm": digest(confirm)}
+        await self._put_sealed(f"held:{flow['flow_id']}", record, "code", code, ttl)
 
     async def take_held(self, flow_id: str) -> dict[str, Any] | None:
         """A held code, removed whatever happens next: a confirm is tried once."""
-        raw = await self._run(self._client.getdel(f"{self.prefix}held:{flow_id}"))
+        return await self._take(f"held:{flow_id}")
+
+    async def _put_sealed(self, key: str, record: dict[str, Any], slot: str, secret: str,
+                          ttl: int) -> None:
+        """`record` with `secret` sealed into `slot` (bound to the flow and the slot)."""
+        sealed = seal_value(self.keys, secret, self._flow_aad(record["flow_id"], slot))
+        await self._run(self._client.set(
+            f"{self.prefix}{key}", json.dumps({**record, slot: sealed}), ex=ttl))
+
+    async def _take(self, key: str) -> dict[str, Any] | None:
+        raw = await self._run(self._client.getdel(f"{self.prefix}{key}"))
         return json.loads(raw) if raw else None
 
     async def peek_held(self, flow_id: str) -> dict[str, Any] | None:

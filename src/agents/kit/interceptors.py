@@ -1,0 +1,318 @@
+"""Per-call policy: everything that happens around one MCP tool call, in one room.
+
+The middleware hands every MCP tool call here (`run_mcp_tool_call`). This
+module decides, for that call:
+
+- which session runs it, and that the run's user still owns that session;
+- how long it may take: the call races its timeout and its session's failure
+  (the MCP SDK leaves a request waiting when its session dies);
+- what to do when the server ended the session (404 on its id: a fresh
+  session and the same request once more, MCP spec) or refused OAuth tokens
+  (refresh, reopen, once more);
+- what the model reads when it fails: every sentence about an HTTP status or
+  a lost server is written here (`explain_refusal`, `lost_during_run`);
+- when a refused credential leads to reconnecting: a 401 on a connected
+  account, during a call or when its session opens, drops the credential only
+  if unchanged (compare-and-delete) and pauses the run with the
+  `reconnect_account` interrupt (`revoke_and_pause`);
+- the audit outcome, and the bound on the result the conversation keeps.
+
+The graph's own `tool_interceptors` (langchain-mcp-adapters' `ToolCallInterceptor`,
+given to `McpToolsMiddleware`) run inside this, around the MCP request itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+from langchain_core.messages import ToolMessage
+from langchain_core.tools import ToolException
+from langgraph.config import get_stream_writer
+from langgraph.errors import GraphInterrupt
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Command, StreamWriter, interrupt
+
+from agents.kit.audit import record_tool_call, run_coordinates
+from agents.kit.errors import OnBehalfError, UserTokenExpired
+from agents.kit.results import bound_result
+from agents.kit.tokens import UserToken, resolve_user_token
+
+if TYPE_CHECKING:
+    from agents.kit.credentials import ServerCredential
+    from agents.kit.run_scope import BoundTool, RunScope
+
+log = logging.getLogger("onbehalf.mcp")
+
+T = TypeVar("T")
+ToolHandler = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]]
+ScopeOf = Callable[[Any, UserToken], Awaitable["RunScope"]]
+
+
+# --- what the model reads --------------------------------------------------------------
+
+def explain_refusal(server: str, status: int | None) -> str | None:
+    """What an HTTP failure of an MCP server means for the user, or None if none seen."""
+    if status == 401:
+        return (
+            f"MCP server {server!r} no longer accepts your sign-in (401): "
+            "please sign in again (re-authenticate) and retry"
+        )
+    if status == 403:
+        return f"MCP server {server!r} says you are not permitted to do this (403)"
+    if status is not None and status >= 500:
+        return f"MCP server {server!r} failed (HTTP {status}); try again later"
+    if status is not None and status >= 400 and status != 404:
+        return f"MCP server {server!r} rejected the request (HTTP {status})"
+    return None
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for a (possibly grouped) transport failure, without request details."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or host unreachable"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}{': ' + text[:200] if text else ''}"
+
+
+def lost_during_run(server: str, detail: str) -> str:
+    """A server that answered before and stopped answering within this run."""
+    return f"MCP server {server!r} became unavailable during this run ({detail})"
+
+
+def unavailable_at_open(server: str, status: int | None, exc: BaseException | str) -> str:
+    """Why a server's session could not be opened for this run."""
+    detail = exc if isinstance(exc, str) else describe_failure(exc)
+    return explain_refusal(server, status) or f"MCP server {server!r} is unavailable: {detail}"
+
+
+def reconnect_message(server: str, credential: ServerCredential, link: str | None = None) -> str:
+    """What the user reads when a server no longer accepts their connected account."""
+    link = link if link is not None else credential.connect_url
+    where = f" at {link}" if link else ""
+    return (
+        f"MCP server {server!r} no longer accepts your connected account: "
+        f"reconnect it{where}, then resume this thread"
+    )
+
+
+def tool_result(call: dict[str, Any], text: str) -> ToolMessage:
+    return ToolMessage(content=text, tool_call_id=call["id"], name=call["name"])
+
+
+def tool_error(call: dict[str, Any], text: str) -> ToolMessage:
+    return ToolMessage(content=text, tool_call_id=call["id"], name=call["name"], status="error")
+
+
+# --- a refused credential: reconnect ---------------------------------------------------
+
+async def revoke_and_pause(server: str, credential: ServerCredential) -> None:
+    """Compare-and-delete the refused credential, then the `reconnect_account` interrupt.
+
+    Resuming the thread re-runs the paused step with what the user reconnected."""
+    if credential.revoke is not None:
+        await credential.revoke()
+    link = await credential.link()
+    interrupt({
+        "type": "reconnect_account",
+        "server": server,
+        "connect_url": link,
+        "message": reconnect_message(server, credential, link),
+    })
+
+
+async def reconnect_at_open(
+    scope: RunScope, give_up: Callable[[], None], reopen: Callable[[], Awaitable[RunScope]]
+) -> RunScope:
+    """A connected account refused when its session opened (e.g. revoked between two
+    runs): the same path as a 401 during a call. The scope holding the refused
+    credential is given up, never reused; after the resume `reopen` opens the run's
+    servers with what the user reconnected (refused again: the model is told)."""
+    server, credential = next(iter(scope.refused_at_open.items()))
+    give_up()
+    await revoke_and_pause(server, credential)
+    return await reopen()
+
+
+async def _ask_to_reconnect(
+    call: dict[str, Any], server: str, credential: ServerCredential
+) -> ToolMessage:
+    await revoke_and_pause(server, credential)
+    where = f" at {credential.connect_url}" if credential.connect_url else ""
+    return tool_error(
+        call, f"MCP server {server!r} refused your reconnected account again: reconnect it{where}"
+    )
+
+
+async def _refreshed(scope: RunScope, bound: BoundTool, user: UserToken) -> bool:
+    """After a 401: refresh the account's tokens and reopen its session, if it has any."""
+    credential = scope.credentials.get(bound.server)
+    if bound.session.refused_status != 401 or credential is None or credential.refresh is None:
+        return False
+    bound.session.broken = True
+    if not await credential.refresh():
+        return False
+    await scope.reopen(bound.server, user)
+    # the reopened session still offers the tool (a server may drop it for new tokens)
+    return any(b.server == bound.server and b.mcp_tool.name == bound.mcp_tool.name
+               for b in scope.tools.values())
+
+
+# --- one call ---------------------------------------------------------------------------
+
+async def run_mcp_tool_call(
+    request: ToolCallRequest, handler: ToolHandler, runtime: Any,
+    config: dict[str, Any] | None, scope_of: ScopeOf,
+) -> ToolMessage | Command[Any]:
+    """One MCP tool call of a run, with its audit record, whatever happens."""
+    call = request.tool_call
+    started = time.perf_counter()
+    audit: dict[str, Any] = {"identity": "?", "server": None, "outcome": "failed"}
+    try:
+        return await _call(request, handler, runtime, config, scope_of, audit)
+    except BaseException as exc:
+        if isinstance(exc, asyncio.CancelledError):
+            audit["outcome"] = "cancelled"
+        elif not isinstance(exc, GraphInterrupt):
+            audit["outcome"] = "failed"
+        raise
+    finally:
+        record_tool_call(
+            identity=str(audit["identity"]),
+            coordinates=run_coordinates(config, runtime),
+            server=audit["server"],
+            tool=call["name"],
+            outcome=audit["outcome"],
+            started=started,
+        )
+
+
+async def _call(
+    request: ToolCallRequest, handler: ToolHandler, runtime: Any,
+    config: dict[str, Any] | None, scope_of: ScopeOf, audit: dict[str, Any],
+) -> ToolMessage | Command[Any]:
+    """Run one tool call over the run's session; every failure becomes a tool error."""
+    call = request.tool_call
+    try:
+        user = await resolve_user_token(runtime, config)
+        audit["identity"] = user.identity
+        scope = await scope_of(runtime, user)
+        bound = scope.tools.get(call["name"])
+        if bound is None:
+            audit["outcome"] = "not_allowed"
+            why = "".join(f" {reason}." for reason in scope.unavailable.values())
+            return tool_error(call, f"tool {call['name']!r} is not available to you here.{why}")
+        audit["server"] = bound.server
+        if not scope.belongs_to(user):
+            audit["outcome"] = "refused"
+            return tool_error(call, "your credentials changed during this run: retry")
+        user.ensure_fresh(during_run=True)
+    except UserTokenExpired as exc:
+        audit["outcome"] = "expired"
+        return tool_error(call, str(exc))
+    timeout = scope.config.servers[bound.server].timeout_seconds
+    renewed = refreshed = False
+    try:
+        while True:
+            bound.session.notify = _stream_writer()
+            try:
+                result = await race(bound, handler(request.override(tool=bound.tool)), timeout)
+                break
+            except Exception:
+                if bound.session.ended_by_server and not renewed:
+                    renewed = True
+                    # the server ended the session (404) without running the call:
+                    # once more on a fresh session, before the user sees anything (MCP spec)
+                    await scope.renew(bound.server, bound.session)
+                elif not refreshed and await _refreshed(scope, bound, user):
+                    # 401 on OAuth tokens: the server did not run the call; refreshed
+                    # tokens on a new session, then the same call once more
+                    refreshed = True
+                else:
+                    raise
+                bound = scope.tools[call["name"]]
+    except TimeoutError:
+        bound.session.broken = True
+        audit["outcome"] = "timeout"
+        return tool_error(call, f"MCP server {bound.server!r} did not answer within {timeout:g}s")
+    except (OnBehalfError, asyncio.CancelledError):
+        raise
+    except ToolException as exc:  # the tool's own refusal (a graph's interceptor, conversion)
+        audit["outcome"] = "tool_error"
+        return tool_error(call, str(exc) or f"tool {call['name']!r} failed")
+    except Exception as exc:
+        bound.session.broken = True
+        status = bound.session.refused_status
+        audit["outcome"] = "refused" if status in (401, 403) else "unavailable"
+        credential = scope.credentials.get(bound.server)
+        if status == 401 and credential is not None and credential.reconnectable:
+            return await _ask_to_reconnect(call, bound.server, credential)
+        if isinstance(exc, SessionFailed):
+            detail = bound.session.transport_error or "session ended"
+        else:
+            detail = describe_failure(exc)
+        reason = explain_refusal(bound.server, status) or lost_during_run(bound.server, detail)
+        log.warning("tool call %s on %s failed: %s", call["name"], bound.server, reason)
+        return tool_error(call, reason)
+    if isinstance(result, ToolMessage):
+        audit["outcome"] = "tool_error" if result.status == "error" else "ok"
+        return bound_result(result)
+    audit["outcome"] = "ok"
+    return result
+
+
+async def race(bound: BoundTool, work: Awaitable[T], limit_seconds: float) -> T:
+    """Await a request over the bound session, but stop as soon as the session fails.
+
+    The MCP SDK leaves a request waiting when its session dies (e.g. after an
+    HTTP 401), so each call races the session's failure and the timeout."""
+    session = bound.session
+    task = asyncio.ensure_future(work)
+    failed = asyncio.ensure_future(session.failed.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {task, failed}, timeout=limit_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        failed.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    if not done:
+        raise TimeoutError
+    raise SessionFailed(bound.server)
+
+
+class SessionFailed(Exception):
+    """The session a call was waiting on failed (refused, cut, or ended) before it answered."""
+
+    def __init__(self, server: str) -> None:
+        super().__init__(f"the session to {server!r} failed")
+
+
+def _stream_writer() -> StreamWriter | None:
+    """Where this run's custom stream events go (None outside a run).
+
+    MCP notifications arrive in the session's own task, outside the run's context,
+    where LangGraph's writer cannot find the run: it is called in a copy of this
+    call's context."""
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:
+        return None
+    context = contextvars.copy_context()
+    return lambda event: context.run(writer, event)
