@@ -87,6 +87,11 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}{': ' + text[:200] if text else ''}"
 
 
+def no_answer(server: str, seconds: float, doing: str = "answer") -> str:
+    """A server that let a request wait past its `timeout_seconds`."""
+    return f"MCP server {server!r} did not {doing} within {seconds:g}s"
+
+
 def lost_during_run(server: str, detail: str) -> str:
     """A server that answered before and stopped answering within this run."""
     return f"MCP server {server!r} became unavailable during this run ({detail})"
@@ -246,7 +251,7 @@ async def _call(
     except TimeoutError:
         bound.session.broken = True
         audit["outcome"] = "timeout"
-        return tool_error(call, f"MCP server {bound.server!r} did not answer within {timeout:g}s")
+        return tool_error(call, no_answer(bound.server, timeout))
     except (OnBehalfError, asyncio.CancelledError):
         raise
     except ToolException as exc:  # the tool's own refusal (a graph's interceptor, conversion)

@@ -25,7 +25,7 @@ from agents.kit.credentials import (
     ServerCredential,
     credential_for,
 )
-from agents.kit.interceptors import reconnect_message
+from agents.kit.interceptors import no_answer, reconnect_message, unavailable_at_open
 from agents.kit.pool import SessionKey, session_pool
 from agents.kit.servers import McpServer, McpServersConfig
 from agents.kit.sessions import McpSession, SessionUnavailable
@@ -111,7 +111,7 @@ class RunScope:
                 self.unavailable[name] = str(result)
                 log.warning("MCP server %s unavailable for this run: %s", name, result)
             elif isinstance(result, BaseException):
-                self.unavailable[name] = f"MCP server {name!r} failed: {type(result).__name__}"
+                self.unavailable[name] = unavailable_at_open(name, None, result)
                 log.warning("MCP server %s failed to load", name, exc_info=result)
             else:
                 listed[name] = result
@@ -229,8 +229,7 @@ class RunScope:
         except TimeoutError:
             session.broken = True
             raise SessionUnavailable(
-                name, f"MCP server {name!r} did not list its tools within "
-                f"{server.timeout_seconds:g}s"
+                name, no_answer(name, server.timeout_seconds, "list its tools")
             ) from None
 
     def availability_note(self) -> str | None:

@@ -34,7 +34,7 @@ from mcp.types import (
     ToolListChangedNotification,
 )
 
-from agents.kit.interceptors import unavailable_at_open
+from agents.kit.interceptors import no_answer, unavailable_at_open
 from agents.kit.transport import client_factory
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class McpSession:
             await self._abandon()  # stuck in initialize: nothing to close gracefully
             raise SessionUnavailable(
                 self.server,
-                f"MCP server {self.server!r} did not answer within {self.timeout:g}s",
+                no_answer(self.server, self.timeout),
             ) from None
         except SessionUnavailable:
             await self.aclose()
