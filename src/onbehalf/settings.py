@@ -215,6 +215,7 @@ def describe_validation_error(exc: Exception) -> str:
 
 Settings = TypeVar("Settings", bound=BaseSettings)
 _current: dict[type[BaseSettings], tuple[tuple[str | None, ...], BaseSettings]] = {}
+_variables: dict[type[BaseSettings], tuple[str, ...]] = {}
 
 
 def current(model: type[Settings]) -> Settings:
@@ -224,7 +225,10 @@ def current(model: type[Settings]) -> Settings:
     each. Hot paths (every run, every tool call) read settings through this, and a
     changed variable (a test, a reload) still takes effect at once. A malformed
     value is a SettingsError naming the variable."""
-    key = tuple(os.environ.get(name.upper()) for name in model.model_fields)
+    names = _variables.get(model)
+    if names is None:  # pydantic's `model_fields` is slow to read: once per model
+        names = _variables[model] = tuple(name.upper() for name in model.model_fields)
+    key = tuple(os.environ.get(name) for name in names)
     found = _current.get(model)
     if found is not None and found[0] == key:
         return found[1]  # type: ignore[return-value]

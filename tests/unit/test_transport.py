@@ -114,3 +114,49 @@ async def test_a_cancelled_drain_still_closes_the_response() -> None:
     with pytest.raises(asyncio.CancelledError):
         await closing
     assert body.closed
+
+
+async def test_requests_fill_the_first_shard_before_the_next_and_give_it_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport, "SHARD_IN_FLIGHT", 2)
+    monkeypatch.setattr(transport, "MAX_SHARDS", 2)
+    pools = transport.RequestPools()
+    taken = [pools.take() for _ in range(4)]
+    assert [index for index, _ in taken] == [0, 0, 1, 1]
+    assert taken[0][1] is taken[1][1] and taken[1][1] is not taken[2][1]
+    pools.give_back(1)
+    assert pools.take()[0] == 1  # shard 0 is full: the least busy one
+    pools.give_back(0)
+    assert pools.next_pool() is pools.shards[0]  # room again in the first: back to it
+    assert pools.in_flight == [1, 2]
+    await pools.aclose()
+
+
+async def test_a_request_is_counted_in_flight_until_its_response_is_closed() -> None:
+    await transport.aclose_request_pool()
+
+    class Body(httpx.AsyncByteStream):  # a streamed answer, as a real server's is
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield b"{}"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Body())
+
+    pools = transport.request_pools()
+    pools.shards.append(httpx.MockTransport(handler))  # type: ignore[arg-type]
+    pools.in_flight.append(0)
+    client = client_factory()()
+    async with client.stream("POST", "http://mcp.test/mcp") as response:
+        assert pools.in_flight == [1]
+        await response.aread()
+    assert pools.in_flight == [0]
+    await client.post("http://mcp.test/mcp")
+    assert pools.in_flight == [0]
+    failing = httpx.MockTransport(lambda request: (_ for _ in ()).throw(httpx.ConnectError("x")))
+    pools.shards[0] = failing  # type: ignore[assignment]
+    with pytest.raises(httpx.ConnectError):
+        await client.post("http://mcp.test/mcp")
+    assert pools.in_flight == [0]  # a failed request gives its place back too
+    await client.aclose()
+    await transport.aclose_request_pool()

@@ -45,7 +45,15 @@ DRAIN_BYTES = 64 * 1024
 KEEPALIVE_SECONDS = 2.0
 """Idle connections in the shared pool are closed after this, before a server's own
 keep-alive timeout (uvicorn: 5 s) can close one under a request that was about to reuse it."""
-MAX_IDLE_CONNECTIONS = 64
+SHARD_IN_FLIGHT = 8
+"""Requests in flight on one shard of the shared pool before new ones go to the next shard.
+
+httpcore matches every waiting request against every connection of its pool, on every
+request and every response (O(requests × connections)); at 50 users at once that scan cost
+more CPU than the requests themselves. Small shards keep it short; at low load every
+request shares the first shard, so connections are still reused across users."""
+MAX_SHARDS = 16
+"""Beyond this many shards, a request takes the least busy one."""
 
 T = TypeVar("T")
 
@@ -110,28 +118,67 @@ def _new_request_pool() -> httpx.AsyncHTTPTransport:
         verify=shared_ssl_context(),
         limits=httpx.Limits(
             max_connections=None,
-            max_keepalive_connections=MAX_IDLE_CONNECTIONS,
+            max_keepalive_connections=SHARD_IN_FLIGHT,
             keepalive_expiry=KEEPALIVE_SECONDS,
         ),
     )
 
 
-_request_pools = PerLoop(_new_request_pool)
+class RequestPools:
+    """A loop's request traffic over a few small connection pools, filled in order."""
+
+    def __init__(self) -> None:
+        self.shards: list[httpx.AsyncHTTPTransport] = []
+        self.in_flight: list[int] = []
+
+    def _index(self) -> int:
+        for i, busy in enumerate(self.in_flight):
+            if busy < SHARD_IN_FLIGHT:
+                return i
+        if len(self.shards) < MAX_SHARDS:
+            self.shards.append(_new_request_pool())
+            self.in_flight.append(0)
+            return len(self.shards) - 1
+        return min(range(len(self.in_flight)), key=self.in_flight.__getitem__)
+
+    def next_pool(self) -> httpx.AsyncHTTPTransport:
+        """The shard the next request would take (nothing reserved)."""
+        return self.shards[self._index()]
+
+    def take(self) -> tuple[int, httpx.AsyncHTTPTransport]:
+        """A shard for one request, counted in flight until `give_back`."""
+        index = self._index()
+        self.in_flight[index] += 1
+        return index, self.shards[index]
+
+    def give_back(self, index: int) -> None:
+        self.in_flight[index] -= 1
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(shard.aclose() for shard in self.shards))
 
 
-def request_pool() -> httpx.AsyncHTTPTransport:
-    """The running event loop's pool for request/response traffic, shared by all sessions.
+_request_pools = PerLoop(RequestPools)
+
+
+def request_pools() -> RequestPools:
+    """The running event loop's pools for request/response traffic, shared by all sessions.
 
     Unlimited connections (one user's slow request never queues another's), a
     bounded number kept idle, for a short time."""
     return _request_pools.get()
 
 
+def request_pool() -> httpx.AsyncHTTPTransport:
+    """The shard an idle loop's next request takes: the first, shared by every session."""
+    return request_pools().next_pool()
+
+
 async def aclose_request_pool() -> None:
-    """Close the running loop's shared pool (process shutdown, tests); made again on demand."""
-    pool = _request_pools.pop()
-    if pool is not None:
-        await pool.aclose()
+    """Close the running loop's shared pools (process shutdown, tests); made again on demand."""
+    pools = _request_pools.pop()
+    if pools is not None:
+        await pools.aclose()
 
 
 class _WatchedStream(httpx.AsyncByteStream):
@@ -141,10 +188,11 @@ class _WatchedStream(httpx.AsyncByteStream):
     so that the connection can serve the next request instead of being dropped."""
 
     def __init__(self, stream: httpx.AsyncByteStream, on_error: ErrorListener | None,
-                 *, drain: bool) -> None:
+                 *, drain: bool, on_closed: Callable[[], None] | None = None) -> None:
         self._stream = stream
         self._on_error = on_error
         self._drain = drain
+        self._on_closed = on_closed
         self._chunks: AsyncIterator[bytes] | None = None
 
     def _iterator(self) -> AsyncIterator[bytes]:
@@ -174,7 +222,12 @@ class _WatchedStream(httpx.AsyncByteStream):
                             if read > DRAIN_BYTES:
                                 break
         finally:  # also when cancelled mid-drain: the pool must get its connection back
-            await self._stream.aclose()
+            try:
+                await self._stream.aclose()
+            finally:
+                closed, self._on_closed = self._on_closed, None
+                if closed is not None:  # once, however often it is closed
+                    closed()
 
 
 class _SessionTransport(httpx.AsyncBaseTransport):
@@ -189,20 +242,34 @@ class _SessionTransport(httpx.AsyncBaseTransport):
     def _route(self, request: httpx.Request) -> httpx.AsyncHTTPTransport:
         if request.method != "GET":
             return request_pool()
+        return self._stream_pool()
+
+    def _stream_pool(self) -> httpx.AsyncHTTPTransport:
         if self._streams is None:
             self._streams = session_transport()
         return self._streams
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         shared = request.method != "GET"
+        pools: RequestPools | None = None
+        if shared:
+            pools = request_pools()
+            shard, route = pools.take()
+        else:
+            route = self._stream_pool()
         try:
-            response = await self._route(request).handle_async_request(request)
-        except httpx.TransportError as exc:
-            if self._on_error is not None:
+            response = await route.handle_async_request(request)
+        except BaseException as exc:
+            if pools is not None:
+                pools.give_back(shard)
+            if isinstance(exc, httpx.TransportError) and self._on_error is not None:
                 self._on_error(f"connection failed ({type(exc).__name__})")
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _WatchedStream(response.stream, self._on_error, drain=shared)
+        response.stream = _WatchedStream(
+            response.stream, self._on_error, drain=shared,
+            on_closed=(lambda: pools.give_back(shard)) if pools is not None else None,
+        )
         return response
 
     async def aclose(self) -> None:
