@@ -16,7 +16,9 @@ Rules (only the messages after the last human message decide the turn):
    underscores ("list tickets"); failing that, the tool sharing the most
    meaningful words with the message (name words count double; description
    and parameter names count once; stopwords are ignored). No match, or no
-   tools bound: a plain answer saying so.
+   tools bound: a plain answer saying so. A message that starts with a tool
+   name no bound tool has ("list_notes" before that account is connected)
+   is answered so, never matched to a look-alike.
 3. Arguments come from `key=value` pairs (values may be quoted) and from a
    JSON object in the message; only keys in the tool's schema are kept, and
    values are coerced to the schema type (integer, number, boolean, ...).
@@ -161,6 +163,10 @@ def respond(messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]]) ->
     if last_human is None:
         return AIMessage(content=f"Ask me to use one of these tools: {names}.")
     text = _text(messages[last_human].content)
+    command = _COMMAND.match(text)
+    if command and command.group(1) not in {_tool_name(tool) for tool in tools}:
+        return AIMessage(content=f"There is no tool {command.group(1)} here. "
+                         f"Available tools: {names}.")
     tool = _pick_tool(text, tools)
     if tool is None:
         return AIMessage(
@@ -277,6 +283,10 @@ def _inline(value: Any) -> str:
 
 
 # --- picking a tool ----------------------------------------------------------------------
+
+
+_COMMAND = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+)(?![\w=-])")
+"""A message that starts with a tool name: `list_notes`, `get_ticket ticket_id=...`."""
 
 
 def _pick_tool(text: str, tools: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

@@ -300,3 +300,10 @@ def test_anthropic_honours_its_base_url(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
     model = load_chat_model("anthropic:claude-sonnet-4-5")
     assert model.anthropic_api_url == "http://127.0.0.1:9"
+
+
+def test_a_tool_name_no_bound_tool_has_is_answered_not_matched_to_a_look_alike() -> None:
+    message = reply("list_notes")  # e.g. a server the user has not connected yet
+    assert not message.tool_calls
+    assert message.content.startswith("There is no tool list_notes here. Available tools: ")
+    assert only_call(reply("ticket_id=T-9"))["name"] == "get_ticket"  # a key=value is no name
