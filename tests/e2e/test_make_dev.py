@@ -90,6 +90,7 @@ def test_alice_lists_her_tickets_and_bob_is_asked_to_connect_notes(dev: DevServe
     bob = chat(dev, "bob", "list_notes")  # not connected: the model has no list_notes
     assert bob.returncode == 0, bob.stderr
     assert "bob-note-1" not in bob.stdout and "Traceback" not in bob.stderr
+    assert "There is no tool list_notes here" in bob.stdout and "connect_account" in bob.stdout
 
 
 def test_alice_connects_her_notes_account_as_the_banner_says(dev: DevServer) -> None:
