@@ -136,6 +136,10 @@ def _server_section(sv: dict[str, Any]) -> list[str]:
         [[t["variant"], str(t["users"]), str(t["runs"]), f"{t['runs_per_second']:.1f}",
           str(t["p50_ms"]), str(t["p95_ms"]), f"{t['cpu_seconds_per_run']:.3f}"]
          for t in sv.get("throughput", [])]))
+    pairs = sv.get("throughput_pairs_50") or []
+    if pairs:
+        out.append("runs/s at 50 users, warm/floor burst pairs (the ratio is their median): "
+                   + ", ".join(f"{p['warm']:.1f}/{p['floor']:.1f}" for p in pairs))
     out.append("paired ratios: " + ", ".join(
         f"{k} = {v:.2f}" for k, v in sv["ratios"].items() if v is not None))
     out.append("")

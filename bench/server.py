@@ -16,7 +16,10 @@ the last event. Variants, interleaved (order shuffled per iteration):
 
 Then runs per second with 10 and 50 users at once (each user's runs one after
 another), and the server process's CPU seconds per run (psutil, children
-included) for each throughput phase.
+included) for each throughput phase. One burst of 50 runs moves by ±0.1 between
+bursts on 2 cores, so the 50-user warm/floor ratio is judged like the latency
+ratios: `PAIRED_BURSTS` warm/floor bursts back to back (order alternating), the
+median of the per-pair ratios.
 """
 
 from __future__ import annotations
@@ -175,15 +178,22 @@ async def latency(clients: Clients, rounds: Rounds, *, seed: int = 11) -> dict[s
     }
 
 
+PAIRED_BURSTS = 3
+"""Warm/floor pairs of 50-user bursts the throughput ratio is the median of."""
+_warm_tokens: dict[str, str] = {}
+"""A warm user keeps one token for the whole bench: a new token is a new session."""
+
+
 async def throughput(clients: Clients, pid: int, users: int, runs: int,
-                     variant: str) -> dict[str, Any]:
+                     variant: str, *, warm_up: bool = True) -> dict[str, Any]:
     """`users` at once, each doing `runs` runs one after another."""
     graph = GRAPH_OF[variant]
     if variant == "server-warm":
         names = [f"{WARM_USER}-{users}-{i:03d}" for i in range(users)]
-        tokens = {n: mint(n, ttl=TOKEN_TTL) for n in names}
+        tokens = {n: _warm_tokens.setdefault(n, mint(n, ttl=TOKEN_TTL)) for n in names}
         per_user = {n: clients.client(tokens[n]) for n in names}
-        await asyncio.gather(*(stream_run(per_user[n], graph, n) for n in names))  # warm them
+        if warm_up:  # (already warm when the previous burst was theirs)
+            await asyncio.gather(*(stream_run(per_user[n], graph, n) for n in names))
     elif variant == "server-floor":
         shared = clients.client(clients.floor_token)
 
@@ -248,6 +258,22 @@ async def _drive(url: str, pid: int, rounds: Rounds, levels: Sequence[tuple[int,
                 loads.append(await throughput(clients, pid, users, runs, variant))
                 await clients.aclose()
         measured["throughput"] = loads
+        pairs = []
+        for users, runs in levels:
+            if users != 50:
+                continue
+            first = {t["variant"]: t["runs_per_second"] for t in loads if t["users"] == users}
+            pairs.append({"warm": first["server-warm"], "floor": first["server-floor"]})
+            for burst in range(1, PAIRED_BURSTS):
+                order = ["server-warm", "server-floor"][:: 1 if burst % 2 else -1]
+                rps = {}
+                for variant in order:
+                    measured_burst = await throughput(clients, pid, users, runs, variant,
+                                                      warm_up=False)
+                    rps[variant] = measured_burst["runs_per_second"]
+                    await clients.aclose()
+                pairs.append({"warm": rps["server-warm"], "floor": rps["server-floor"]})
+        measured["throughput_pairs_50"] = pairs
         if profile_users:  # 0: no profile (the quick run)
             measured["profile"] = await profile(clients, pid, profile_users)
         return measured
@@ -289,15 +315,14 @@ def server_ratios(results: dict[str, Any]) -> dict[str, float | None]:
     def p95(xs: Sequence[float]) -> float:
         return percentile(sorted(xs), 95)
 
-    rps = {(t["variant"], t["users"]): t["runs_per_second"] for t in results.get("throughput", [])}
-    floor50 = rps.get(("server-floor", 50))
-    warm50 = rps.get(("server-warm", 50))
+    pairs = results.get("throughput_pairs_50") or []
+    per_pair = [p["warm"] / p["floor"] for p in pairs if p["floor"]]
     return {
         "cold/warm first tool (prewarm)": _paired(first["server-cold"], first["server-warm"]),
         "cold/warm first tool (no prewarm)": _paired(first["server-cold-no-prewarm"],
                                                      first["server-warm"]),
         "warm/floor last event p50": _paired(last["server-warm"], last["server-floor"]),
         "warm/floor last event p95": p95(last["server-warm"]) / p95(last["server-floor"]),
-        "warm/floor runs per second, 50 users": (warm50 / floor50) if warm50 and floor50
+        "warm/floor runs per second, 50 users": statistics.median(per_pair) if per_pair
         else None,
     }
