@@ -75,10 +75,10 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(core=Rounds(12, 2), ablation=Rounds(6, 1), servers=Rounds(4, 1),
-                   network=Rounds(3, 1), tools=Rounds(3, 1), profile_runs=30,
+        return cls(core=Rounds(10, 2), ablation=Rounds(6, 1), servers=Rounds(4, 1),
+                   network=Rounds(2, 1), tools=Rounds(3, 1), profile_runs=30,
                    user_sizes=(1, 10, 40), user_rounds={1: 10, 10: 2, 40: 1},
-                   load_levels=((5, 2),), server=Rounds(2, 1),
+                   load_levels=((5, 1),), server=Rounds(2, 1),
                    server_levels=((5, 1),), server_profile_users=0)
 
 
