@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from typing import Annotated, TypeVar
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _ALLOWED_ALGORITHMS = {
@@ -193,10 +193,9 @@ class KitSettings(BaseSettings):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _blank_is_default(cls, value: object, info: object) -> object:
-        if isinstance(value, str) and not value.strip():
-            name = getattr(info, "field_name", "")
-            return cls.model_fields[name].default
+    def _blank_is_default(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str) and not value.strip() and info.field_name:
+            return cls.model_fields[info.field_name].default
         return value
 
 

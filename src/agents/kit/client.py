@@ -31,7 +31,7 @@ from pydantic import SecretStr
 
 from agents.kit.servers import McpServer
 from agents.kit.sessions import ROUTED_CALLBACKS, route_message, session_http_client
-from onbehalf.jwt_auth import token_fingerprint
+from onbehalf.jwt_auth import bearer_header, token_fingerprint
 
 
 class CredentialAuth(httpx.Auth):
@@ -110,8 +110,6 @@ def bearer_client(identity: str, name: str, url: str, token: str,
                   *, timeout_seconds: float = 10.0) -> UserMCPClient:
     """A client of one streamable-HTTP server with one bearer token (tests, benchmarks,
     embedding code that already holds a verified user's token)."""
-    from onbehalf.jwt_auth import bearer_header
-
     client = UserMCPClient(identity)
     server = McpServer(url=url, timeout_seconds=timeout_seconds)
     client.add(name, mcp_connection(server, CredentialAuth("Authorization", bearer_header(token))))

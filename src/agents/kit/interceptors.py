@@ -97,10 +97,11 @@ def lost_during_run(server: str, detail: str) -> str:
     return f"MCP server {server!r} became unavailable during this run ({detail})"
 
 
-def unavailable_at_open(server: str, status: int | None, exc: BaseException | str) -> str:
+def unavailable_at_open(server: str, status: int | None, exc: BaseException) -> str:
     """Why a server's session could not be opened for this run."""
-    detail = exc if isinstance(exc, str) else describe_failure(exc)
-    return explain_refusal(server, status) or f"MCP server {server!r} is unavailable: {detail}"
+    return explain_refusal(server, status) or (
+        f"MCP server {server!r} is unavailable: {describe_failure(exc)}"
+    )
 
 
 def reconnect_message(server: str, credential: ServerCredential, link: str | None = None) -> str:

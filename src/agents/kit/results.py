@@ -12,8 +12,6 @@ from langchain_core.messages import ToolMessage
 
 from onbehalf.settings import KitSettings, current
 
-DEFAULT_MAX_CHARS = 50_000
-
 
 def max_result_chars() -> int:
     """MCP_TOOL_RESULT_MAX_CHARS (0 means no limit)."""

@@ -21,7 +21,7 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from langchain_core.tools import BaseTool
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from langchain_mcp_adapters.client import MultiServerMCPClient
 
 log = logging.getLogger("onbehalf.mcp")
-T = TypeVar("T")
 
 CLOSE_TIMEOUT_SECONDS = 5.0
 
