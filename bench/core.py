@@ -45,7 +45,7 @@ CORE_VARIANTS = ("seed", "static", "onbehalf-cold", "onbehalf-warm", "agent-floo
 
 async def close_pool() -> None:
     """Close every pooled session of this event loop (end of a section)."""
-    from agents.kit.pool import session_pool
+    from onbehalf.mcp.pool import session_pool
 
     await session_pool().aclose()
 
@@ -63,7 +63,7 @@ async def run_core(fleet: Fleet, rounds: Rounds) -> dict[str, Any]:
         for variant in variants:
             await variant.setup(stack)
         samples = await interleaved(variants, rounds)
-        from agents.kit.pool import session_pool
+        from onbehalf.mcp.pool import session_pool
 
         pool = session_pool()
         pool_state = {"idle_sessions_at_end": pool.idle_count, "opened": pool.opened,
@@ -119,7 +119,7 @@ class Renamed:
 def _session_clients(make: Callable[..., httpx.AsyncClient]) -> Iterator[None]:
     """Sessions opened meanwhile build their `httpx.AsyncClient` with `make` instead of the
     kit's transport (the listeners the kit passes are ignored)."""
-    import agents.kit.sessions as sessions
+    import onbehalf.mcp.sessions as sessions
 
     def factory(*listeners: Any, **named: Any) -> Callable[..., httpx.AsyncClient]:
         def build(headers: Any = None, timeout: Any = None, auth: Any = None) -> httpx.AsyncClient:
@@ -146,13 +146,13 @@ def connections_per_session() -> contextlib.AbstractContextManager[None]:
     """Each session keeps every connection to itself (on the shared TLS context): the kit
     before its shared request pool. An SSE answer closed early then drops its connection,
     so every MCP request opens a new one."""
-    from agents.kit.transport import session_transport
+    from onbehalf.mcp.transport import session_transport
 
     return _session_clients(lambda **kw: httpx.AsyncClient(transport=session_transport(), **kw))
 
 
 def can_patch_transport() -> bool:
-    import agents.kit.sessions as sessions
+    import onbehalf.mcp.sessions as sessions
 
     return hasattr(sessions, "client_factory")
 

@@ -18,10 +18,10 @@ from mcp.server.fastmcp import Context, FastMCP
 from pydantic import Field
 from starlette.applications import Starlette
 
+from onbehalf.demo.tickets.gate import BearerGate
+from onbehalf.demo.tickets.tools import caller
+from onbehalf.demo.tickets.verifier import JwtTokenVerifier
 from onbehalf.settings import auth_settings
-from tickets_mcp.gate import BearerGate
-from tickets_mcp.tools import caller
-from tickets_mcp.verifier import JwtTokenVerifier
 
 
 def tool_name(index: int) -> str:

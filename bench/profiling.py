@@ -4,7 +4,7 @@
   belongs to (ours, langgraph, langchain, mcp, httpx, asyncio, ...), with time
   spent waiting in `epoll` (the MCP server answering) shown separately;
 - by function: the functions with the most self time;
-- our kit: time inside `agents.kit` / `onbehalf` code, including what it
+- our kit: time inside `onbehalf.mcp` / `onbehalf` code, including what it
   calls, but not the agent's own work it wraps (the model call and the tool
   execution that `awrap_model_call` / `awrap_tool_call` hand on to).
 
@@ -36,7 +36,7 @@ their time is the work itself, not the kit's overhead."""
 
 _SITE = re.compile(r"site-packages/([^/]+)/")
 _STDLIB = re.compile(r"/lib/python3\.\d+/([^/]+?)(?:\.py)?/")
-_OURS = re.compile(r"/src/(agents/kit|onbehalf|agents|tickets_mcp)/")
+_OURS = re.compile(r"/src/(onbehalf/mcp|onbehalf|agents|onbehalf.demo.tickets)/")
 
 
 def package_of(frame: Frame) -> str:
@@ -68,7 +68,7 @@ def _frames(frame: Frame) -> Iterator[Frame]:
 
 def _is_ours(frame: Frame) -> bool:
     path = frame.file_path or ""
-    return "/src/agents/kit/" in path or "/src/onbehalf/" in path
+    return "/src/onbehalf/mcp/" in path or "/src/onbehalf/" in path
 
 
 def _kit_time(frame: Frame, inside: bool = False) -> float:

@@ -72,9 +72,9 @@ class SessionsOnly:
         self.opened.clear()
 
     async def _one(self, url: str, token: str) -> int:
-        from agents.kit.client import bearer_client
-        from agents.kit.sessions import McpSession
-        from agents.kit.tools import list_server_tools
+        from onbehalf.mcp.client import bearer_client
+        from onbehalf.mcp.sessions import McpSession
+        from onbehalf.mcp.tools import list_server_tools
 
         session = McpSession("bench", bearer_client("bench", "bench", url, token), 10.0)
         self.opened.append(session)
@@ -191,7 +191,7 @@ async def run_users(
 ) -> dict[str, Any]:
     """Each size: `rounds[size]` rounds of every user; the first round of a size with
     more than one round is its warm-up (those users' first runs)."""
-    from agents.kit.pool import session_pool
+    from onbehalf.mcp.pool import session_pool
 
     graph = onbehalf_graph(["tickets"])
     pool = session_pool()

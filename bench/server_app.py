@@ -27,12 +27,12 @@ from bench.profiling import _frames, package_of
 from onbehalf.http_app import app as product_app
 
 EDGE_FUNCTIONS = {
-    ("src/auth.py", "authenticate"), ("src/auth.py", "runs_are_private"),
-    ("src/auth.py", "threads_are_private"), ("src/auth.py", "_owned"),
+    ("src/onbehalf/edge.py", "authenticate"), ("src/onbehalf/edge.py", "runs_are_private"),
+    ("src/onbehalf/edge.py", "threads_are_private"), ("src/onbehalf/edge.py", "_owned"),
     ("onbehalf/http_app.py", "__call__"), ("onbehalf/http_app.py", "_carries_token"),
     ("onbehalf/jwt_auth.py", "verify"), ("onbehalf/sealing.py", "seal_token"),
-    ("onbehalf/sealing.py", "unseal_token"), ("agents/kit/tokens.py", "resolve_user_token"),
-    ("agents/kit/prewarm.py", "start_prewarm"),
+    ("onbehalf/sealing.py", "unseal_token"), ("onbehalf/mcp/tokens.py", "resolve_user_token"),
+    ("onbehalf/mcp/prewarm.py", "start_prewarm"),
 }
 """Inclusive time is reported for these (for `__call__` of the HTTP middlewares only its own
 body parsing counts: `loads`/`_carries_token` below it, not the app it hands on to)."""

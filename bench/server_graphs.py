@@ -24,9 +24,9 @@ from langchain_core.tools import BaseTool
 from langchain_mcp_adapters.client import MultiServerMCPClient
 from langchain_mcp_adapters.tools import load_mcp_tools
 
-from agents.kit.middleware import McpToolsMiddleware
-from agents.kit.prewarm import AwaitPrewarmMiddleware, register_graph
 from bench.workload import workload_agent
+from onbehalf.mcp.middleware import McpToolsMiddleware
+from onbehalf.mcp.prewarm import AwaitPrewarmMiddleware, register_graph
 
 
 def _onbehalf(*, prewarmed: bool) -> Any:

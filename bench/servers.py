@@ -77,7 +77,7 @@ def start_fleet(
     With `rtt_ms`, also one `bench.netem` proxy giving every server a `remote_url`."""
     specs: list[tuple[str, list[str]]] = []
     for name in tickets:
-        specs.append((name, ["-m", "tickets_mcp"]))
+        specs.append((name, ["-m", "onbehalf.demo.tickets"]))
     for name, n in (many_tools or {}).items():
         specs.append((name, ["-m", "bench.many_tools_mcp", "--tools", str(n)]))
     log_dir = Path(tempfile.mkdtemp(prefix="onbehalf-bench-"))

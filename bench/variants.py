@@ -32,7 +32,6 @@ from langchain_mcp_adapters.tools import load_mcp_tools
 from mcp import ClientSession
 from tests.support.tokens import mint
 
-from agents.kit.middleware import McpToolsMiddleware
 from bench.workload import (
     TICKETS_CALLS,
     Call,
@@ -42,6 +41,7 @@ from bench.workload import (
     say,
     workload_agent,
 )
+from onbehalf.mcp.middleware import McpToolsMiddleware
 
 SERVICE_ACCOUNT = "svc-agent"
 WARM_USER = "alice"

@@ -27,7 +27,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import BaseTool
 
-from agents.kit.tokens import UserContext
+from onbehalf.mcp.tokens import UserContext
 
 Call = tuple[str, dict[str, Any]]
 

@@ -28,10 +28,10 @@ def _command(target: str) -> Callable[[argparse.Namespace], int]:
 
 _token = _command("onbehalf.client_cli:cmd_token")
 _chat = _command("onbehalf.client_cli:cmd_chat")
-_tickets_mcp = _command("tickets_mcp.server:cmd_serve")
-_notes_mcp = _command("notes_mcp.server:cmd_serve")
-_handoff_put = _command("worker.cli:cmd_handoff_put")
-_worker_run = _command("worker.cli:cmd_worker_run")
+_tickets_mcp = _command("onbehalf.demo.tickets.server:cmd_serve")
+_notes_mcp = _command("onbehalf.demo.notes.server:cmd_serve")
+_handoff_put = _command("onbehalf.worker.cli:cmd_handoff_put")
+_worker_run = _command("onbehalf.worker.cli:cmd_worker_run")
 _secrets = _command("onbehalf.secrets_cli:cmd_secrets")
 _connections = _command("onbehalf.connections_cli:cmd_connections")
 

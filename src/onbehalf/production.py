@@ -57,7 +57,7 @@ def production_problems(env: dict[str, str] | None = None) -> list[str]:
 
 
 def _servers_problems(env: dict[str, str]) -> list[str]:
-    from agents.kit.servers import ServersFileError, parse_servers_config
+    from onbehalf.servers import ServersFileError, parse_servers_config
 
     inline = env.get("MCP_SERVERS", "").strip()
     file_setting = env.get("MCP_SERVERS_FILE", "").strip()

@@ -31,12 +31,12 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
 from onbehalf.settings import HandoffSettings
+from onbehalf.worker.handoff import TokenHandoff
+from onbehalf.worker.runner import RunRejected, run_execution
 from tests.support.langgraph_server import LangGraphServer, run_langgraph_dev
 from tests.support.leaks import find_leaks, leak_needles
 from tests.support.mcp_server import TicketsMcpServer
 from tests.support.tokens import free_port, mint, subprocess_env
-from worker.handoff import TokenHandoff
-from worker.runner import RunRejected, run_execution
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

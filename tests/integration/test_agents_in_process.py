@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from agents.assistant.graph import graph as assistant
-from agents.kit.errors import UnsafeTokenPath, UserTokenExpired
-from agents.kit.pool import session_pool
 from agents.ticket_triage.graph import graph as ticket_triage
+from onbehalf.errors import UnsafeTokenPath, UserTokenExpired
+from onbehalf.mcp.pool import session_pool
 from tests.support.agents import say, scripted_agent, tool_messages, tool_payload
 from tests.support.mcp_server import TicketsMcpServer, session_counts
 from tests.support.tokens import free_port, mint

@@ -14,8 +14,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from agents.assistant.graph import graph as assistant
-from agents.kit.credentials import use_secret_store
-from agents.kit.pool import PoolSettings, session_pool
+from onbehalf.mcp.credentials import use_secret_store
+from onbehalf.mcp.pool import PoolSettings, session_pool
 from onbehalf.user_secrets import UserSecretStore
 from tests.support.agents import say, scripted_agent
 from tests.support.agents import tool_messages as results

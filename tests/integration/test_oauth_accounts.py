@@ -21,8 +21,8 @@ import redis.asyncio as aioredis
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from agents.kit.pool import session_pool
 from onbehalf.http_app import app
+from onbehalf.mcp.pool import session_pool
 from onbehalf.oauth import accounts
 from onbehalf.oauth.discovery import forget_discovery
 from onbehalf.oauth.store import OAuthStore
@@ -59,7 +59,7 @@ async def notes(world: OAuthWorld, monkeypatch: pytest.MonkeyPatch) -> str:
     entry = {"url": world.mcp_url, "auth": {"type": "oauth", "description": "Your notes"}}
     monkeypatch.setenv("MCP_SERVERS", json.dumps({"servers": {"notes": entry}}))
     monkeypatch.setenv("MCP_SESSION_IDLE_SECONDS", "0")
-    from agents.kit.pool import PoolSettings
+    from onbehalf.mcp.pool import PoolSettings
 
     session_pool().settings = PoolSettings.from_env()
     return "notes"

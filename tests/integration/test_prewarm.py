@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from agents.assistant.graph import graph as assistant
-from agents.kit import prewarm
-from agents.kit.pool import session_pool
+from onbehalf.mcp import prewarm
+from onbehalf.mcp.pool import session_pool
 from tests.support.agents import say, tool_messages, tool_payload
 from tests.support.mcp_server import TicketsMcpServer, run_tickets_mcp, session_counts
 from tests.support.tokens import free_port, mint
@@ -66,7 +66,7 @@ class ServerUser(dict[str, Any]):
 async def create_run(token: str, *, thread_id: str | None = None,
                      assistant_id: str = ASSISTANT_ID) -> dict[str, Any]:
     """What the server does on POST /runs/stream: authenticate, then the create_run handler."""
-    from auth import authenticate, runs_are_private
+    from onbehalf.edge import authenticate, runs_are_private
 
     user = ServerUser(await authenticate(f"Bearer {token}"))
     ctx = SimpleNamespace(user=user, resource="threads", action="create_run", permissions=[])
@@ -130,7 +130,7 @@ async def test_a_refused_or_unknown_request_prewarms_nothing(
 ) -> None:
     from langgraph_sdk import Auth
 
-    from auth import authenticate
+    from onbehalf.edge import authenticate
 
     before = await opened(tickets.url)
     with pytest.raises(Auth.exceptions.HTTPException):

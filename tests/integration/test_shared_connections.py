@@ -16,14 +16,14 @@ from dataclasses import dataclass
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agents.kit.client import bearer_client
-from agents.kit.sessions import McpSession
-from agents.kit.tools import list_server_tools
-from agents.kit.transport import aclose_request_pool
+from onbehalf.demo.tickets.server import build_app
+from onbehalf.mcp.client import bearer_client
+from onbehalf.mcp.sessions import McpSession
+from onbehalf.mcp.tools import list_server_tools
+from onbehalf.mcp.transport import aclose_request_pool
 from onbehalf.settings import auth_settings
 from tests.support.mcp_server import serve_app_in_thread, tool_data
 from tests.support.tokens import auth_env, mint
-from tickets_mcp.server import build_app
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agents.kit.pool import session_pool
+from onbehalf.mcp.pool import session_pool
 from tests.support.agents import say, scripted_agent
 from tests.support.agents import tool_messages as results
 from tests.support.agents import tool_payload as payload

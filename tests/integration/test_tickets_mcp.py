@@ -16,6 +16,9 @@ from collections.abc import Generator, Iterator
 import httpx
 import pytest
 
+from onbehalf.demo.tickets.data import Ticket, TicketStore
+from onbehalf.demo.tickets.server import build_app
+from onbehalf.demo.tickets.verifier import JwtTokenVerifier
 from onbehalf.settings import auth_settings
 from tests.support.mcp_server import (
     TicketsMcpServer,
@@ -28,9 +31,6 @@ from tests.support.mcp_server import (
     tool_text,
 )
 from tests.support.tokens import mint, subprocess_env
-from tickets_mcp.data import Ticket, TicketStore
-from tickets_mcp.server import build_app
-from tickets_mcp.verifier import JwtTokenVerifier
 
 pytestmark = pytest.mark.anyio
 
@@ -336,7 +336,7 @@ async def test_build_app_serves_a_given_store_in_process() -> None:
 
 def test_server_without_secret_exits_naming_the_variable() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tickets_mcp", "--port", "0"],
+        [sys.executable, "-m", "onbehalf.demo.tickets", "--port", "0"],
         env=subprocess_env(AUTH_JWT_SECRET="", AUTH_JWT_ALGORITHMS=""),
         capture_output=True, text=True, timeout=30,
     )
@@ -347,7 +347,7 @@ def test_server_without_secret_exits_naming_the_variable() -> None:
 
 def test_busy_port_is_one_clear_line(server: TicketsMcpServer) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tickets_mcp", "--port", str(server.port)],
+        [sys.executable, "-m", "onbehalf.demo.tickets", "--port", str(server.port)],
         env=subprocess_env(), capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 1

@@ -19,14 +19,14 @@ from langchain_mcp_adapters.client import MultiServerMCPClient
 from langchain_mcp_adapters.interceptors import MCPToolCallRequest
 from pydantic import SecretStr
 
-from agents.kit import credentials
-from agents.kit.client import CredentialAuth, UserMCPClient
-from agents.kit.pool import session_pool
-from agents.kit.run_scope import RunScope
-from agents.kit.servers import load_servers_config
-from agents.kit.sessions import McpSession
-from agents.kit.tokens import UserToken
 from onbehalf.jwt_auth import token_fingerprint
+from onbehalf.mcp import credentials
+from onbehalf.mcp.client import CredentialAuth, UserMCPClient
+from onbehalf.mcp.pool import session_pool
+from onbehalf.mcp.run_scope import RunScope
+from onbehalf.mcp.sessions import McpSession
+from onbehalf.mcp.tokens import UserToken
+from onbehalf.servers import load_servers_config
 from tests.support.agents import say, scripted_agent, tool_messages, tool_payload
 from tests.support.mcp_server import TicketsMcpServer
 from tests.support.tokens import mint

@@ -22,8 +22,8 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import Field
 
-from agents.kit.middleware import McpToolsMiddleware
-from agents.kit.tokens import UserContext
+from onbehalf.mcp.middleware import McpToolsMiddleware
+from onbehalf.mcp.tokens import UserContext
 
 SAVED_QUESTION = "remember this: saved before the failure"
 SAVED_ANSWER = "first answer, saved"

@@ -20,8 +20,8 @@ import jwt
 import pytest
 from langchain_core.messages import ToolMessage
 
-from agents.kit.errors import UserTokenExpired
-from agents.kit.pool import session_pool
+from onbehalf.errors import UserTokenExpired
+from onbehalf.mcp.pool import session_pool
 from tests.reliability.scripted import Conversation, Turn, text_of, tool_messages
 from tests.support.faulty_mcp import FaultyMcpServer, run_faulty_mcp
 from tests.support.tokens import mint

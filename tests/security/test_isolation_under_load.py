@@ -26,8 +26,10 @@ import httpx
 import pytest
 
 from agents.assistant.graph import graph as assistant
-from agents.kit.pool import session_pool
+from onbehalf.mcp.pool import session_pool
 from onbehalf.settings import HandoffSettings
+from onbehalf.worker.handoff import TokenHandoff
+from onbehalf.worker.runner import run_execution
 from tests.security.probes import (
     AS_USER,
     FIGURES,
@@ -41,8 +43,6 @@ from tests.security.probes import (
 from tests.support.langgraph_server import LangGraphServer
 from tests.support.mcp_server import TicketsMcpServer
 from tests.support.tokens import mint
-from worker.handoff import TokenHandoff
-from worker.runner import run_execution
 
 pytestmark = pytest.mark.anyio
 

@@ -35,8 +35,10 @@ import pytest
 import redis
 
 from agents.assistant.graph import graph as assistant
-from agents.kit.pool import session_pool
+from onbehalf.mcp.pool import session_pool
 from onbehalf.settings import HandoffSettings
+from onbehalf.worker.handoff import TokenHandoff
+from onbehalf.worker.runner import run_execution
 from tests.security.probes import (
     FIGURES,
     as_json,
@@ -52,8 +54,6 @@ from tests.support.leaks import find_leaks
 from tests.support.mcp_server import TicketsMcpServer, run_tickets_mcp
 from tests.support.redis_server import PrivateRedis, redis_server_executable
 from tests.support.tokens import mint
-from worker.handoff import TokenHandoff
-from worker.runner import run_execution
 
 pytestmark = pytest.mark.anyio
 

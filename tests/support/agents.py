@@ -10,8 +10,8 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 from pydantic import Field
 
-from agents.kit.middleware import McpToolsMiddleware
-from agents.kit.tokens import UserContext
+from onbehalf.mcp.middleware import McpToolsMiddleware
+from onbehalf.mcp.tokens import UserContext
 
 Calls = list[tuple[str, dict[str, Any]]]
 

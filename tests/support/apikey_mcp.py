@@ -34,9 +34,9 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from onbehalf.demo.tickets.sessions import ServerStats, SessionLedger
+from onbehalf.demo.tickets.tools import TicketsMCP
 from tests.support.asgi_server import serve_in_thread
-from tickets_mcp.sessions import ServerStats, SessionLedger
-from tickets_mcp.tools import TicketsMCP
 
 DEFAULT_KEYS = {"ghk-alice-0001": "alice", "ghk-bob-0002": "bob"}
 """API key → user, when a test does not bring its own."""

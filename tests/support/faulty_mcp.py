@@ -15,7 +15,7 @@ normally and the fault hits the run mid-way):
 - `down()` / `up()`: stop the server (listening socket closed, open connections
   dropped) and start a fresh one on the same port.
 
-Session accounting is the tickets server's own (`tickets_mcp.sessions`): a
+Session accounting is the tickets server's own (`onbehalf.demo.tickets.sessions`): a
 session is opened when `initialize` is answered with a new `mcp-session-id`,
 and closed only when its client sends DELETE — so `sessions_active` counts
 exactly the sessions clients left open. Tool calls are counted when they
@@ -42,8 +42,8 @@ from mcp.server.fastmcp import FastMCP
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from onbehalf.demo.tickets.sessions import ServerStats, SessionLedger
 from tests.support.tokens import free_port
-from tickets_mcp.sessions import ServerStats, SessionLedger
 
 STARTUP_SECONDS = 15.0
 STOP_SECONDS = 10.0

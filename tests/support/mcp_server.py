@@ -1,6 +1,6 @@
 """The reference tickets MCP server for tests: as a real subprocess, or in-process in a thread.
 
-- `run_tickets_mcp()` starts `python -m tickets_mcp` on a free port with the
+- `run_tickets_mcp()` starts `python -m onbehalf.demo.tickets` on a free port with the
   test identity provider's settings and stops it afterwards; the
   `tickets_mcp_server` fixture wraps it (one server per test session).
 - `mcp_session(url, token)` opens an MCP client session (anonymous when
@@ -44,7 +44,7 @@ STOP_SECONDS = 10.0
 
 @dataclass
 class TicketsMcpServer:
-    """A running `python -m tickets_mcp` subprocess."""
+    """A running `python -m onbehalf.demo.tickets` subprocess."""
 
     url: str
     port: int
@@ -73,7 +73,7 @@ def run_tickets_mcp(
     log_dir = Path(tempfile.mkdtemp(prefix="tickets-mcp-"))
     with open(log_dir / "stdout.log", "wb") as out, open(log_dir / "stderr.log", "wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tickets_mcp", "--port", str(port)],
+            [sys.executable, "-m", "onbehalf.demo.tickets", "--port", str(port)],
             env=subprocess_env(**(env or {})),
             cwd=PROJECT_ROOT,
             stdout=out,
@@ -97,7 +97,7 @@ def tickets_mcp_server() -> Iterator[TicketsMcpServer]:
 
 @contextlib.contextmanager
 def serve_app_in_thread(app: ASGIApp, port: int | None = None) -> Iterator[str]:
-    """Run an ASGI app (e.g. `tickets_mcp.server.build_app`) under uvicorn; yields its /mcp URL."""
+    """Run an ASGI app (the demo tickets `build_app`, say) under uvicorn; yields its /mcp URL."""
     with serve_in_thread(app, port) as base_url:
         yield f"{base_url}/mcp"
 

@@ -1,4 +1,4 @@
-"""The demo notes server (`notes_mcp.server`) on two loopback origins, as the suite uses it.
+"""The demo notes server (`onbehalf.demo.notes`) on two loopback origins, as the suite uses it.
 
 The authorization server and the MCP resource server are the ones `make dev`
 runs (`onbehalf notes-mcp`); here they are served apart, on two free ports,
@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from notes_mcp.server import (
+from onbehalf.demo.notes.server import (
     NOTES,
     TEST_CLIENT_ID,
     TEST_CLIENT_SECRET,

@@ -8,8 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from onbehalf.settings import HandoffSettings
-from tests.support.tokens import free_port, mint
-from worker.handoff import (
+from onbehalf.worker.handoff import (
     HandedOffToken,
     HandoffError,
     InvalidExecutionId,
@@ -20,7 +19,8 @@ from worker.handoff import (
     redact_url,
     validate_execution_id,
 )
-from worker.runner import final_answer
+from onbehalf.worker.runner import final_answer
+from tests.support.tokens import free_port, mint
 
 BAD_IDS = [
     "",

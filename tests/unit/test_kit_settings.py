@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from agents.kit.pool import PoolSettings
-from agents.kit.prewarm import prewarm_enabled
-from agents.kit.results import max_result_chars
-from agents.kit.servers import load_servers_config
+from onbehalf.mcp.pool import PoolSettings
+from onbehalf.mcp.prewarm import prewarm_enabled
+from onbehalf.mcp.results import max_result_chars
+from onbehalf.servers import load_servers_config
 from onbehalf.settings import KitSettings, SettingsError, current
 
 

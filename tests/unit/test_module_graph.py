@@ -100,13 +100,13 @@ def test_the_detector_finds_a_cycle_when_there_is_one() -> None:
 
 def test_src_has_no_import_cycle() -> None:
     graph = import_graph()
-    assert graph.get("agents.kit.middleware")
+    assert graph.get("onbehalf.mcp.middleware")
     assert cycles(graph) == []
 
 
 def test_the_middleware_builds_the_users_multiserver_client() -> None:
     """The class users of langchain-mcp-adapters look for is where the design says."""
-    client = (SRC / "agents" / "kit" / "client.py").read_text()
-    middleware = (SRC / "agents" / "kit" / "middleware.py").read_text()
+    client = (SRC / "onbehalf" / "mcp" / "client.py").read_text()
+    middleware = (SRC / "onbehalf" / "mcp" / "middleware.py").read_text()
     assert "class UserMCPClient(MultiServerMCPClient)" in client
     assert "UserMCPClient(user.identity" in middleware

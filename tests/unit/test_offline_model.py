@@ -16,8 +16,8 @@ from langchain_core.messages import (
 )
 from langchain_core.tools import tool
 
-from agents.kit.models import ModelConfigError, load_chat_model
-from agents.offline_model import OfflineChatModel
+from onbehalf.models import ModelConfigError, load_chat_model
+from onbehalf.offline_model import OfflineChatModel
 
 
 @tool

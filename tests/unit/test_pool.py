@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from mcp.types import Tool
 
-from agents.kit.pool import PoolSettings, SessionKey, SessionPool
+from onbehalf.mcp.pool import PoolSettings, SessionKey, SessionPool
 
 pytestmark = pytest.mark.anyio
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from langchain_core.messages import ToolMessage
 
-from agents.kit.results import bound_result
+from onbehalf.mcp.results import bound_result
 
 
 def test_small_results_are_untouched() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.kit.errors import ServersFileError
-from agents.kit.servers import (
+from onbehalf.errors import ServersFileError
+from onbehalf.servers import (
     NoAuth,
     OAuthAuth,
     StaticAuth,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tickets_mcp.data import Ticket, TicketNotFound, TicketStore
+from onbehalf.demo.tickets.data import Ticket, TicketNotFound, TicketStore
 
 
 def ids(tickets: list[Ticket]) -> list[str]:

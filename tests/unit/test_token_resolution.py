@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from agents.kit.errors import MissingUserToken, UnsafeTokenPath, UserTokenExpired, UserTokenRejected
-from agents.kit.tokens import resolve_user_token
+from onbehalf.errors import MissingUserToken, UnsafeTokenPath, UserTokenExpired, UserTokenRejected
+from onbehalf.mcp.tokens import resolve_user_token
 from onbehalf.sealing import process_sealing_keys, seal_token
 from tests.support.tokens import mint
 

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from agents.kit import transport
-from agents.kit.transport import client_factory, request_pool, shared_ssl_context
+from onbehalf.mcp import transport
+from onbehalf.mcp.transport import client_factory, request_pool, shared_ssl_context
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from langgraph_sdk import Auth
 
-import auth
+from onbehalf import edge as auth
 from tests.support.tokens import mint
 
 pytestmark = pytest.mark.anyio

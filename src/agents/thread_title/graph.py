@@ -9,7 +9,7 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemM
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
-from agents.kit.models import load_chat_model
+from onbehalf.models import load_chat_model
 
 INSTRUCTION = "Write a short title (max 6 words) for this conversation. Reply with the title only."
 DEFAULT_TITLE = "New conversation"

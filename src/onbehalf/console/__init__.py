@@ -134,7 +134,7 @@ async def token(request: Request) -> Response:
 
 
 def _servers_config() -> dict[str, object]:
-    from agents.kit.servers import ServersFileError, load_servers_config
+    from onbehalf.servers import ServersFileError, load_servers_config
 
     try:
         return {name: {"tools": server.tools}

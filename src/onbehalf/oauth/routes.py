@@ -40,7 +40,7 @@ _PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'non
 
 def configured_oauth_servers() -> dict[str, OAuthServer]:
     """The `oauth` servers of the servers file (every graph's: connections are per user)."""
-    from agents.kit.servers import OAuthAuth, ServersFileError, load_servers_config
+    from onbehalf.servers import OAuthAuth, ServersFileError, load_servers_config
 
     try:
         config = load_servers_config()

@@ -11,5 +11,5 @@
 - `interceptors` per-call policy: timeout, failure → text, 401 → reconnect, audit, bounds
 - `middleware`  `McpToolsMiddleware`, which wires the above into an agent
 - `agent`       `build_mcp_agent`, the ~5-line way to define a graph
-- `models`      `load_chat_model` (`AGENT_MODEL`; the offline model is `agents.offline_model`)
+- `models`      `load_chat_model` (`AGENT_MODEL`; the offline model is `onbehalf.offline_model`)
 """

@@ -29,9 +29,9 @@ from langchain_mcp_adapters.interceptors import ToolCallInterceptor
 from langchain_mcp_adapters.sessions import Connection, SSEConnection, StreamableHttpConnection
 from pydantic import SecretStr
 
-from agents.kit.servers import McpServer
-from agents.kit.sessions import ROUTED_CALLBACKS, route_message, session_http_client
 from onbehalf.jwt_auth import bearer_header, token_fingerprint
+from onbehalf.mcp.sessions import ROUTED_CALLBACKS, route_message, session_http_client
+from onbehalf.servers import McpServer
 
 
 class CredentialAuth(httpx.Auth):

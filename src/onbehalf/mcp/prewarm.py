@@ -35,11 +35,11 @@ from uuid import UUID, uuid5
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langgraph.config import get_config
 
-from agents.kit.pool import session_pool
-from agents.kit.run_scope import RunScope
-from agents.kit.servers import aload_servers_config
-from agents.kit.tokens import UserToken, resolve_user_token
-from agents.kit.transport import PerLoop
+from onbehalf.mcp.pool import session_pool
+from onbehalf.mcp.run_scope import RunScope
+from onbehalf.mcp.tokens import UserToken, resolve_user_token
+from onbehalf.mcp.transport import PerLoop
+from onbehalf.servers import aload_servers_config
 from onbehalf.settings import KitSettings, current
 
 log = logging.getLogger("onbehalf.mcp")

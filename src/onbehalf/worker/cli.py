@@ -26,8 +26,8 @@ from typing import Any
 
 from onbehalf.cli_errors import CliError
 from onbehalf.settings import HandoffSettings, describe_validation_error
-from worker.handoff import HandoffError, TokenHandoff
-from worker.runner import WorkerError, run_execution
+from onbehalf.worker.handoff import HandoffError, TokenHandoff
+from onbehalf.worker.runner import WorkerError, run_execution
 
 PAUSED_EXIT_CODE = 5
 

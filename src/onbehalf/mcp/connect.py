@@ -15,12 +15,12 @@ from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.types import interrupt
 
-from agents.kit.credentials import AccountNotConnected
-from agents.kit.interceptors import tool_error, tool_result
+from onbehalf.mcp.credentials import AccountNotConnected
+from onbehalf.mcp.interceptors import tool_error, tool_result
 from onbehalf.oauth.accounts import OAuthProblem
 
 if TYPE_CHECKING:
-    from agents.kit.run_scope import RunScope
+    from onbehalf.mcp.run_scope import RunScope
 
 CONNECT_TOOL = "connect_account"
 

@@ -25,19 +25,11 @@ import jwt
 from langchain_mcp_adapters.sessions import Connection
 from pydantic import SecretStr
 
-from agents.kit.client import CredentialAuth, credential_fingerprint, mcp_connection
-from agents.kit.errors import OnBehalfError
-from agents.kit.servers import (
-    McpServer,
-    OAuthAuth,
-    StaticAuth,
-    TokenExchangeAuth,
-    UserSecretAuth,
-    UserTokenAuth,
-)
-from agents.kit.tokens import UserToken
-from agents.kit.transport import session_transport
+from onbehalf.errors import OnBehalfError
 from onbehalf.jwt_auth import bearer_header
+from onbehalf.mcp.client import CredentialAuth, credential_fingerprint, mcp_connection
+from onbehalf.mcp.tokens import UserToken
+from onbehalf.mcp.transport import session_transport
 from onbehalf.oauth.accounts import (
     NotConnected,
     OAuthProblem,
@@ -51,6 +43,14 @@ from onbehalf.oauth.accounts import (
 from onbehalf.oauth.accounts import refresh as refresh_oauth
 from onbehalf.oauth.store import StoredTokens
 from onbehalf.redis_store import ProcessStore, StoreError
+from onbehalf.servers import (
+    McpServer,
+    OAuthAuth,
+    StaticAuth,
+    TokenExchangeAuth,
+    UserSecretAuth,
+    UserTokenAuth,
+)
 from onbehalf.user_secrets import StoredSecret, UserSecretError, UserSecretStore
 
 

@@ -23,14 +23,14 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Command
 
-from agents.kit.client import UserMCPClient
-from agents.kit.connect import CONNECT_TOOL, connect_account_tool, run_connect_account
-from agents.kit.errors import UserTokenExpired
-from agents.kit.interceptors import reconnect_at_open, run_mcp_tool_call
-from agents.kit.run_scope import RunScope
-from agents.kit.servers import aload_servers_config
-from agents.kit.tokens import UserContext, UserToken, resolve_user_token
-from agents.kit.tracing import inline_untraced_langsmith_hops
+from onbehalf.errors import UserTokenExpired
+from onbehalf.mcp.client import UserMCPClient
+from onbehalf.mcp.connect import CONNECT_TOOL, connect_account_tool, run_connect_account
+from onbehalf.mcp.interceptors import reconnect_at_open, run_mcp_tool_call
+from onbehalf.mcp.run_scope import RunScope
+from onbehalf.mcp.tokens import UserContext, UserToken, resolve_user_token
+from onbehalf.mcp.tracing import inline_untraced_langsmith_hops
+from onbehalf.servers import aload_servers_config
 
 log = logging.getLogger("onbehalf.mcp")
 

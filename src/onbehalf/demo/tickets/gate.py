@@ -32,8 +32,8 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from onbehalf.demo.tickets.verifier import JwtTokenVerifier
 from onbehalf.jwt_auth import InvalidToken, parse_bearer
-from tickets_mcp.verifier import JwtTokenVerifier
 
 logger = logging.getLogger(__name__)
 

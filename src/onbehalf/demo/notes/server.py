@@ -55,7 +55,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tickets_mcp.server import (
+from onbehalf.demo.tickets.server import (
     MCP_PATH,
     bind_listening_socket,
     serve_until_stopped,

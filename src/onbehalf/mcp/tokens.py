@@ -16,7 +16,7 @@ from typing import Any, Literal, TypedDict
 
 from pydantic import SecretStr
 
-from agents.kit.errors import MissingUserToken, UnsafeTokenPath, UserTokenExpired, UserTokenRejected
+from onbehalf.errors import MissingUserToken, UnsafeTokenPath, UserTokenExpired, UserTokenRejected
 from onbehalf.jwt_auth import (
     TOKEN_KEY_NAMES,
     InvalidToken,

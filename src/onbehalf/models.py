@@ -17,7 +17,7 @@ from __future__ import annotations
 from langchain.chat_models import init_chat_model
 from langchain_core.language_models import BaseChatModel
 
-from agents.offline_model import OfflineChatModel
+from onbehalf.offline_model import OfflineChatModel
 from onbehalf.settings import AgentSettings
 
 OFFLINE = "offline"

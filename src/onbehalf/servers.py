@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from agents.kit.errors import ServersFileError
+from onbehalf.errors import ServersFileError
 from onbehalf.settings import AgentSettings, current
 
 log = logging.getLogger("onbehalf.mcp")
@@ -228,7 +228,7 @@ def parse_servers_config(text: str, source: str) -> McpServersConfig:
 
 
 def _project_root() -> Path:
-    return Path(__file__).resolve().parents[3]
+    return Path(__file__).resolve().parents[2]
 
 
 _cache: dict[tuple[str | None, str | None, float | None], McpServersConfig] = {}

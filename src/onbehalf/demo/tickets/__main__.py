@@ -1,4 +1,4 @@
-"""`python -m tickets_mcp [--host H] [--port P]`: the same as `onbehalf tickets-mcp`."""
+"""`python -m onbehalf.demo.tickets [--host H] [--port P]`: the same as `onbehalf tickets-mcp`."""
 
 import sys
 

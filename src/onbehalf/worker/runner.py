@@ -27,7 +27,7 @@ from langgraph_sdk.client import LangGraphClient
 
 from onbehalf.jwt_auth import bearer_header
 from onbehalf.settings import HandoffSettings
-from worker.handoff import HandedOffToken, TokenHandoff
+from onbehalf.worker.handoff import HandedOffToken, TokenHandoff
 
 logger = logging.getLogger(__name__)
 

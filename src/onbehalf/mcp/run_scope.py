@@ -18,20 +18,20 @@ from dataclasses import dataclass, field
 from langchain_core.tools import BaseTool
 from mcp.types import Tool as McpTool
 
-from agents.kit.client import UserMCPClient
-from agents.kit.credentials import (
+from onbehalf.mcp.client import UserMCPClient
+from onbehalf.mcp.credentials import (
     AccountNotConnected,
     CredentialUnavailable,
     ServerCredential,
     credential_for,
 )
-from agents.kit.interceptors import no_answer, reconnect_message, unavailable_at_open
-from agents.kit.pool import SessionKey, session_pool
-from agents.kit.servers import McpServer, McpServersConfig
-from agents.kit.sessions import McpSession, SessionUnavailable
-from agents.kit.tokens import UserToken
-from agents.kit.tools import bind_tool, is_allowed, list_server_tools, public_names
-from agents.kit.transport import prepare_transport
+from onbehalf.mcp.interceptors import no_answer, reconnect_message, unavailable_at_open
+from onbehalf.mcp.pool import SessionKey, session_pool
+from onbehalf.mcp.sessions import McpSession, SessionUnavailable
+from onbehalf.mcp.tokens import UserToken
+from onbehalf.mcp.tools import bind_tool, is_allowed, list_server_tools, public_names
+from onbehalf.mcp.transport import prepare_transport
+from onbehalf.servers import McpServer, McpServersConfig
 
 log = logging.getLogger("onbehalf.mcp")
 

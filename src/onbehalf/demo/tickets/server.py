@@ -2,7 +2,7 @@
 
 Request path, outside in: `BearerGate` (who is calling) → `SessionLedger`
 (session counts) → the SDK's streamable-HTTP app at `/mcp` (stateful
-sessions) → the tools (`tickets_mcp.tools`).
+sessions) → the tools (`onbehalf.demo.tickets.tools`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from onbehalf.cli_errors import CliError
+from onbehalf.demo.tickets.data import TicketStore
+from onbehalf.demo.tickets.gate import BearerGate
+from onbehalf.demo.tickets.sessions import ServerStats, SessionLedger
+from onbehalf.demo.tickets.tools import build_mcp
+from onbehalf.demo.tickets.verifier import JwtTokenVerifier
 from onbehalf.settings import AuthSettings, SettingsError, auth_settings
-from tickets_mcp.data import TicketStore
-from tickets_mcp.gate import BearerGate
-from tickets_mcp.sessions import ServerStats, SessionLedger
-from tickets_mcp.tools import build_mcp
-from tickets_mcp.verifier import JwtTokenVerifier
 
 MCP_PATH = "/mcp"
 SHUTDOWN_GRACE_SECONDS = 3

@@ -23,9 +23,9 @@ from mcp.server.fastmcp.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from tickets_mcp.data import TicketNotFound, TicketStatus, TicketStore
-from tickets_mcp.sessions import ServerStats
-from tickets_mcp.verifier import token_sha256
+from onbehalf.demo.tickets.data import TicketNotFound, TicketStatus, TicketStore
+from onbehalf.demo.tickets.sessions import ServerStats
+from onbehalf.demo.tickets.verifier import token_sha256
 
 WRITE_SCOPE = "tickets:write"
 

@@ -9,10 +9,10 @@ from langchain.agents.middleware import AgentMiddleware
 from langchain_mcp_adapters.interceptors import ToolCallInterceptor
 from langgraph.graph.state import CompiledStateGraph
 
-from agents.kit.middleware import McpToolsMiddleware
-from agents.kit.models import load_chat_model
-from agents.kit.prewarm import AwaitPrewarmMiddleware, register_graph
-from agents.kit.tokens import UserContext
+from onbehalf.mcp.middleware import McpToolsMiddleware
+from onbehalf.mcp.prewarm import AwaitPrewarmMiddleware, register_graph
+from onbehalf.mcp.tokens import UserContext
+from onbehalf.models import load_chat_model
 
 
 def build_mcp_agent(

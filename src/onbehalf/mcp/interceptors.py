@@ -39,14 +39,14 @@ from langgraph.errors import GraphInterrupt
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, StreamWriter, interrupt
 
-from agents.kit.audit import record_tool_call, run_coordinates
-from agents.kit.errors import OnBehalfError, UserTokenExpired
-from agents.kit.results import bound_result
-from agents.kit.tokens import UserToken, resolve_user_token
+from onbehalf.errors import OnBehalfError, UserTokenExpired
+from onbehalf.mcp.audit import record_tool_call, run_coordinates
+from onbehalf.mcp.results import bound_result
+from onbehalf.mcp.tokens import UserToken, resolve_user_token
 
 if TYPE_CHECKING:
-    from agents.kit.credentials import ServerCredential
-    from agents.kit.run_scope import BoundTool, RunScope
+    from onbehalf.mcp.credentials import ServerCredential
+    from onbehalf.mcp.run_scope import BoundTool, RunScope
 
 log = logging.getLogger("onbehalf.mcp")
 

@@ -34,8 +34,8 @@ from mcp.types import (
     ToolListChangedNotification,
 )
 
-from agents.kit.interceptors import no_answer, unavailable_at_open
-from agents.kit.transport import client_factory
+from onbehalf.mcp.interceptors import no_answer, unavailable_at_open
+from onbehalf.mcp.transport import client_factory
 
 if TYPE_CHECKING:
     from langchain_mcp_adapters.client import MultiServerMCPClient

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 from mcp.types import Tool as McpTool
 
-from agents.kit.sessions import McpSession
-from agents.kit.transport import PerLoop, aclose_request_pool
+from onbehalf.mcp.sessions import McpSession
+from onbehalf.mcp.transport import PerLoop, aclose_request_pool
 from onbehalf.settings import KitSettings, current
 
 log = logging.getLogger("onbehalf.mcp")
