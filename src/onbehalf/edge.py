@@ -18,6 +18,7 @@ from typing import Any
 from langgraph_sdk import Auth
 
 from onbehalf.jwt_auth import InvalidToken, parse_bearer, process_verifier
+from onbehalf.mcp.prewarm import start_prewarm
 from onbehalf.production import enforce_production_settings
 from onbehalf.sealing import process_sealing_keys, seal_token
 from onbehalf.settings import KitSettings, SettingsError, current
@@ -143,8 +144,6 @@ async def runs_are_private(ctx: Auth.types.AuthContext, value: Any) -> dict[str,
     """
     filters = _owned(ctx, value)
     if isinstance(value, dict) and value.get("thread_id") is None:
-        from onbehalf.mcp.prewarm import start_prewarm  # the kit only where graphs run
-
         await start_prewarm(ctx.user, value.get("assistant_id"))
     return filters
 

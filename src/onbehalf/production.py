@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from onbehalf.servers import ServersFileError, parse_servers_config
 from onbehalf.settings import SettingsError
 
 MIN_SECRET_BYTES = 32
@@ -57,8 +58,6 @@ def production_problems(env: dict[str, str] | None = None) -> list[str]:
 
 
 def _servers_problems(env: dict[str, str]) -> list[str]:
-    from onbehalf.servers import ServersFileError, parse_servers_config
-
     inline = env.get("MCP_SERVERS", "").strip()
     file_setting = env.get("MCP_SERVERS_FILE", "").strip()
     if not inline and not file_setting:

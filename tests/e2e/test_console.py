@@ -138,7 +138,7 @@ def test_chat_tool_card_isolation_and_no_leak(console_server, browser) -> None:
 
 
 def test_expired_sign_in_asks_to_sign_in_again(console_server, browser) -> None:
-    from onbehalf.client_cli import mint_dev_token
+    from onbehalf.dev_tokens import mint_dev_token
 
     w = Watched(browser, console_server.url)
     w.sign_in("alice")

@@ -1,6 +1,6 @@
 """`assistant`: every tool the user may use, on every configured MCP server."""
 
-from onbehalf.mcp.agent import build_mcp_agent
+from onbehalf.mcp import build_mcp_agent
 
 graph = build_mcp_agent(
     name="assistant",

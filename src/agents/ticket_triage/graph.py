@@ -1,6 +1,6 @@
 """`ticket_triage`: read-only; the graph's own allowlist narrows the servers file."""
 
-from onbehalf.mcp.agent import build_mcp_agent
+from onbehalf.mcp import build_mcp_agent
 
 graph = build_mcp_agent(
     name="ticket_triage",

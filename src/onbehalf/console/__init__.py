@@ -18,7 +18,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from onbehalf.cli_errors import CliError
+from onbehalf.dev_tokens import mint_dev_token
 from onbehalf.oauth.routes import unlogged_query
+from onbehalf.servers import ServersFileError, load_servers_config
 
 STATIC = Path(__file__).parent / "static"
 _FILES = {"console.js": "text/javascript", "console.css": "text/css"}
@@ -122,9 +125,6 @@ async def token(request: Request) -> Response:
         return JSONResponse({"detail": "scopes: a list of scope names"}, status_code=400)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 86400:
         return JSONResponse({"detail": "ttl: 1 to 86400 seconds"}, status_code=400)
-    from onbehalf.cli_errors import CliError
-    from onbehalf.client_cli import mint_dev_token
-
     try:
         jwt = mint_dev_token(user, scopes, ttl)
     except CliError as exc:
@@ -134,8 +134,6 @@ async def token(request: Request) -> Response:
 
 
 def _servers_config() -> dict[str, object]:
-    from onbehalf.servers import ServersFileError, load_servers_config
-
     try:
         return {name: {"tools": server.tools}
                 for name, server in load_servers_config().servers.items()}

@@ -9,18 +9,16 @@ function): it pauses the run with the `connect_account` interrupt and a link.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.types import interrupt
 
 from onbehalf.mcp.credentials import AccountNotConnected
-from onbehalf.mcp.interceptors import tool_error, tool_result
+from onbehalf.mcp.failures import tool_error, tool_result
+from onbehalf.mcp.run_scope import RunScope
 from onbehalf.oauth.accounts import OAuthProblem
-
-if TYPE_CHECKING:
-    from onbehalf.mcp.run_scope import RunScope
 
 CONNECT_TOOL = "connect_account"
 

@@ -9,8 +9,8 @@ module decides, for that call:
 - what to do when the server ended the session (404 on its id: a fresh
   session and the same request once more, MCP spec) or refused OAuth tokens
   (refresh, reopen, once more);
-- what the model reads when it fails: every sentence about an HTTP status or
-  a lost server is written here (`explain_refusal`, `lost_during_run`);
+- what the model reads when it fails (the sentences themselves are in
+  `failures`, below every module that reports one);
 - when a refused credential leads to reconnecting: a 401 on a connected
   account, during a call or when its session opens, drops the credential only
   if unchanged (compare-and-delete) and pauses the run with the
@@ -29,9 +29,8 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-import httpx
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import ToolException
 from langgraph.config import get_stream_writer
@@ -41,85 +40,24 @@ from langgraph.types import Command, StreamWriter, interrupt
 
 from onbehalf.errors import OnBehalfError, UserTokenExpired
 from onbehalf.mcp.audit import record_tool_call, run_coordinates
+from onbehalf.mcp.credentials import ServerCredential
+from onbehalf.mcp.failures import (
+    describe_failure,
+    explain_refusal,
+    lost_during_run,
+    no_answer,
+    reconnect_message,
+    tool_error,
+)
 from onbehalf.mcp.results import bound_result
+from onbehalf.mcp.run_scope import BoundTool, RunScope
 from onbehalf.mcp.tokens import UserToken, resolve_user_token
-
-if TYPE_CHECKING:
-    from onbehalf.mcp.credentials import ServerCredential
-    from onbehalf.mcp.run_scope import BoundTool, RunScope
 
 log = logging.getLogger("onbehalf.mcp")
 
 T = TypeVar("T")
 ToolHandler = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]]
-ScopeOf = Callable[[Any, UserToken], Awaitable["RunScope"]]
-
-
-# --- what the model reads --------------------------------------------------------------
-
-def explain_refusal(server: str, status: int | None) -> str | None:
-    """What an HTTP failure of an MCP server means for the user, or None if none seen."""
-    if status == 401:
-        return (
-            f"MCP server {server!r} no longer accepts your sign-in (401): "
-            "please sign in again (re-authenticate) and retry"
-        )
-    if status == 403:
-        return f"MCP server {server!r} says you are not permitted to do this (403)"
-    if status is not None and status >= 500:
-        return f"MCP server {server!r} failed (HTTP {status}); try again later"
-    if status is not None and status >= 400 and status != 404:
-        return f"MCP server {server!r} rejected the request (HTTP {status})"
-    return None
-
-
-def describe_failure(exc: BaseException) -> str:
-    """One line for a (possibly grouped) transport failure, without request details."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused or host unreachable"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"HTTP {exc.response.status_code}"
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}{': ' + text[:200] if text else ''}"
-
-
-def no_answer(server: str, seconds: float, doing: str = "answer") -> str:
-    """A server that let a request wait past its `timeout_seconds`."""
-    return f"MCP server {server!r} did not {doing} within {seconds:g}s"
-
-
-def lost_during_run(server: str, detail: str) -> str:
-    """A server that answered before and stopped answering within this run."""
-    return f"MCP server {server!r} became unavailable during this run ({detail})"
-
-
-def unavailable_at_open(server: str, status: int | None, exc: BaseException) -> str:
-    """Why a server's session could not be opened for this run."""
-    return explain_refusal(server, status) or (
-        f"MCP server {server!r} is unavailable: {describe_failure(exc)}"
-    )
-
-
-def reconnect_message(server: str, credential: ServerCredential, link: str | None = None) -> str:
-    """What the user reads when a server no longer accepts their connected account."""
-    link = link if link is not None else credential.connect_url
-    where = f" at {link}" if link else ""
-    return (
-        f"MCP server {server!r} no longer accepts your connected account: "
-        f"reconnect it{where}, then resume this thread"
-    )
-
-
-def tool_result(call: dict[str, Any], text: str) -> ToolMessage:
-    return ToolMessage(content=text, tool_call_id=call["id"], name=call["name"])
-
-
-def tool_error(call: dict[str, Any], text: str) -> ToolMessage:
-    return ToolMessage(content=text, tool_call_id=call["id"], name=call["name"], status="error")
+ScopeOf = Callable[[Any, UserToken], Awaitable[RunScope]]
 
 
 # --- a refused credential: reconnect ---------------------------------------------------
@@ -135,7 +73,7 @@ async def revoke_and_pause(server: str, credential: ServerCredential) -> None:
         "type": "reconnect_account",
         "server": server,
         "connect_url": link,
-        "message": reconnect_message(server, credential, link),
+        "message": reconnect_message(server, link),
     })
 
 

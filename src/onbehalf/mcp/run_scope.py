@@ -25,7 +25,7 @@ from onbehalf.mcp.credentials import (
     ServerCredential,
     credential_for,
 )
-from onbehalf.mcp.interceptors import no_answer, reconnect_message, unavailable_at_open
+from onbehalf.mcp.failures import no_answer, reconnect_message, unavailable_at_open
 from onbehalf.mcp.pool import SessionKey, session_pool
 from onbehalf.mcp.sessions import McpSession, SessionUnavailable
 from onbehalf.mcp.tokens import UserToken
@@ -105,7 +105,7 @@ class RunScope:
                 and credential.reconnectable
             ):
                 self.refused_at_open[name] = credential
-                self.unavailable[name] = reconnect_message(name, credential)
+                self.unavailable[name] = reconnect_message(name, credential.connect_url)
                 log.warning("MCP server %s refused the connected account at session open", name)
             elif isinstance(result, CredentialUnavailable | SessionUnavailable):
                 self.unavailable[name] = str(result)

@@ -34,7 +34,7 @@ from mcp.types import (
     ToolListChangedNotification,
 )
 
-from onbehalf.mcp.interceptors import no_answer, unavailable_at_open
+from onbehalf.mcp.failures import no_answer, unavailable_at_open
 from onbehalf.mcp.transport import client_factory
 
 if TYPE_CHECKING:

@@ -27,8 +27,10 @@ from onbehalf.oauth.accounts import (
     disconnect,
     hold_callback,
     oauth_server,
+    oauth_store,
 )
 from onbehalf.redis_store import StoreError
+from onbehalf.servers import OAuthAuth, ServersFileError, load_servers_config
 from onbehalf.settings import SettingsError
 
 log = logging.getLogger("onbehalf.oauth")
@@ -40,8 +42,6 @@ _PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'non
 
 def configured_oauth_servers() -> dict[str, OAuthServer]:
     """The `oauth` servers of the servers file (every graph's: connections are per user)."""
-    from onbehalf.servers import OAuthAuth, ServersFileError, load_servers_config
-
     try:
         config = load_servers_config()
     except ServersFileError as exc:
@@ -130,8 +130,6 @@ async def confirm(request: Request) -> Response:
 
 async def _held_server(flow_id: str) -> OAuthServer | None:
     """The configured server a held flow is for (looked up without consuming the flow)."""
-    from onbehalf.oauth.accounts import oauth_store
-
     raw = await oauth_store().peek_held(flow_id)
     return configured_oauth_servers().get(raw["server"]) if raw else None
 

@@ -1,0 +1,78 @@
+"""Every sentence the model or the user reads about a failed MCP server, in one place.
+
+Below everything that reports a failure (the sessions that open, the scope that
+lists tools, the per-call policy, `connect_account`), so that none of them has to
+import the others for its wording: each sentence names the server, the cause and,
+where there is one, what the user can do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from langchain_core.messages import ToolMessage
+
+
+def explain_refusal(server: str, status: int | None) -> str | None:
+    """What an HTTP failure of an MCP server means for the user, or None if none seen."""
+    if status == 401:
+        return (
+            f"MCP server {server!r} no longer accepts your sign-in (401): "
+            "please sign in again (re-authenticate) and retry"
+        )
+    if status == 403:
+        return f"MCP server {server!r} says you are not permitted to do this (403)"
+    if status is not None and status >= 500:
+        return f"MCP server {server!r} failed (HTTP {status}); try again later"
+    if status is not None and status >= 400 and status != 404:
+        return f"MCP server {server!r} rejected the request (HTTP {status})"
+    return None
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for a (possibly grouped) transport failure, without request details."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or host unreachable"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}{': ' + text[:200] if text else ''}"
+
+
+def no_answer(server: str, seconds: float, doing: str = "answer") -> str:
+    """A server that let a request wait past its `timeout_seconds`."""
+    return f"MCP server {server!r} did not {doing} within {seconds:g}s"
+
+
+def lost_during_run(server: str, detail: str) -> str:
+    """A server that answered before and stopped answering within this run."""
+    return f"MCP server {server!r} became unavailable during this run ({detail})"
+
+
+def unavailable_at_open(server: str, status: int | None, exc: BaseException) -> str:
+    """Why a server's session could not be opened for this run."""
+    return explain_refusal(server, status) or (
+        f"MCP server {server!r} is unavailable: {describe_failure(exc)}"
+    )
+
+
+def reconnect_message(server: str, link: str | None) -> str:
+    """What the user reads when a server no longer accepts their connected account."""
+    where = f" at {link}" if link else ""
+    return (
+        f"MCP server {server!r} no longer accepts your connected account: "
+        f"reconnect it{where}, then resume this thread"
+    )
+
+
+def tool_result(call: dict[str, Any], text: str) -> ToolMessage:
+    return ToolMessage(content=text, tool_call_id=call["id"], name=call["name"])
+
+
+def tool_error(call: dict[str, Any], text: str) -> ToolMessage:
+    return ToolMessage(content=text, tool_call_id=call["id"], name=call["name"], status="error")
