@@ -227,10 +227,6 @@ def parse_servers_config(text: str, source: str) -> McpServersConfig:
         raise ServersFileError(_describe(exc, source)) from None
 
 
-def _project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 _cache: dict[tuple[str | None, str | None, float | None], McpServersConfig] = {}
 
 
@@ -251,8 +247,9 @@ def load_servers_config() -> McpServersConfig:
                 "servers file, or unset it to use mcp_servers.json)"
             )
     else:
-        candidates = [Path.cwd() / DEFAULT_SERVERS_FILE, _project_root() / DEFAULT_SERVERS_FILE]
-        path = next((p for p in candidates if p.is_file()), candidates[0])
+        # the project root is where the server runs (langgraph dev, Aegra: beside
+        # langgraph.json), never where onbehalf happens to be installed
+        path = Path.cwd() / DEFAULT_SERVERS_FILE
         if not path.is_file():
             log.warning("no MCP servers configured: %s not found and MCP_SERVERS unset", path)
             return McpServersConfig()

@@ -71,7 +71,7 @@ def run_langgraph_dev(
     """Start `langgraph dev` on a free port and stop it afterwards."""
     own_workdir = workdir is None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="onbehalf-lg-"))
-    for name in ("langgraph.json", "src"):
+    for name in ("langgraph.json", "src", "mcp_servers.json"):
         link = workdir / name
         if not link.exists():
             link.symlink_to(PROJECT_ROOT / name)
@@ -100,7 +100,7 @@ def run_langgraph_dev(
         url=f"http://127.0.0.1:{port}", workdir=workdir, log_path=log_path, process=process
     )
     try:
-        _wait_ready(server)
+        wait_ready(server)
         yield server
     finally:
         server.stop()
@@ -108,7 +108,7 @@ def run_langgraph_dev(
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _wait_ready(server: LangGraphServer) -> None:
+def wait_ready(server: LangGraphServer) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
