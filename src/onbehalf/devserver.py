@@ -15,6 +15,7 @@ server accepts. Ctrl-C stops every process it started.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -22,7 +23,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -68,14 +71,18 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+STOPPING = threading.Event()
+"""Set by Ctrl-C or SIGTERM: every wait here ends early, and `main` stops the servers."""
+
+
 def _wait_port(port: int, process: subprocess.Popen[bytes], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not STOPPING.is_set():
         if process.poll() is not None:
             return False
         if not _port_free(port):
             return True
-        time.sleep(0.2)
+        STOPPING.wait(0.2)
     return False
 
 
@@ -108,7 +115,7 @@ def _ensure_redis(env: dict[str, str], procs: list[subprocess.Popen[bytes]]) -> 
     server = subprocess.Popen(
         [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, start_new_session=True,
     )
     procs.append(server)
     if not _wait_port(port, server, 20):
@@ -135,7 +142,73 @@ def _dev_servers() -> str:
     return json.dumps(config)
 
 
+STOP_SECONDS = 15.0
+
+
+def _take_the_terminal() -> Callable[[], None]:
+    """Put this process in a process group of its own, in the terminal's foreground.
+
+    Ctrl-C then reaches this process alone: not `make` (which would print
+    `make: *** [dev] Interrupt` and fail), not the servers (which it stops itself).
+    Returns what gives the terminal back; without a terminal (tests, CI) it does nothing.
+    """
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR)
+    except OSError:
+        return lambda: None
+    try:
+        previous = os.tcgetpgrp(tty)
+        if previous != os.getpgrp():  # started in the background: leave job control alone
+            os.close(tty)
+            return lambda: None
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background group may not take it
+        os.tcsetpgrp(tty, os.getpgrp())
+    except OSError:
+        os.close(tty)
+        return lambda: None
+
+    def give_back() -> None:
+        with contextlib.suppress(OSError):
+            os.tcsetpgrp(tty, previous)
+        os.close(tty)
+
+    return give_back
+
+
+def _stopped() -> int:
+    print("\nmake dev: stopping every server", flush=True)
+    return 0
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGINT to every server at once, then one shared deadline; whatever is left is killed."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_SECONDS
+    for p in reversed(procs):
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def main() -> int:
+    # Ctrl-C (or a SIGTERM) only sets a flag: the servers run in sessions of their own, so
+    # the terminal's SIGINT reaches this process alone, which stops them all in order and
+    # exits 0, and no second signal lands in the middle of that
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: STOPPING.set())
+    give_back = _take_the_terminal()
+    try:
+        return _serve()
+    finally:
+        give_back()
+
+
+def _serve() -> int:
     os.chdir(ROOT)
     _ensure_dotenv(ROOT / ".env")
     load_project_dotenv(ROOT / ".env")
@@ -149,6 +222,9 @@ def main() -> int:
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ)
     env.setdefault("ONBEHALF_DEV_CONSOLE", "1")
+    # the server's routine info lines (queue stats, the reloader's "N changes detected"
+    # every time the dev state is flushed) bury what a person needs; warnings still show
+    env.setdefault("LOG_LEVEL", "WARNING")
     own_servers = not (env.get("MCP_SERVERS") or env.get("MCP_SERVERS_FILE"))
     if own_servers:
         env["MCP_SERVERS"] = _dev_servers()
@@ -159,19 +235,24 @@ def main() -> int:
         for command, port, what in (("tickets-mcp", MCP_PORT, "tickets MCP server"),
                                     ("notes-mcp", NOTES_PORT, "notes MCP server")):
             mcp = subprocess.Popen(
-                [str(bin_dir / "onbehalf"), command, "--port", str(port)], env=env
+                [str(bin_dir / "onbehalf"), command, "--port", str(port)], env=env,
+                start_new_session=True,
             )
             procs.append(mcp)
             if not _wait_port(port, mcp, 20):
+                if STOPPING.is_set():
+                    return _stopped()
                 print(f"make dev: the {what} did not start (see above)", file=sys.stderr)
                 return 1
         server = subprocess.Popen(
             [str(bin_dir / "langgraph"), "dev", "--host", "127.0.0.1",
              "--port", str(SERVER_PORT), "--no-browser", "--n-jobs-per-worker", "16"],
-            env=env,
+            env=env, start_new_session=True,
         )
         procs.append(server)
         if not _wait_port(SERVER_PORT, server, 120):
+            if STOPPING.is_set():
+                return _stopped()
             print("make dev: langgraph dev did not start (see above)", file=sys.stderr)
             return 1
         print(
@@ -202,22 +283,14 @@ def main() -> int:
             "\nCtrl-C stops every server.\n",
             flush=True,
         )
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        print("make dev: a server exited; stopping", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nmake dev: stopping", flush=True)
-        return 0
+        while not STOPPING.is_set():
+            if any(p.poll() is not None for p in procs):
+                print("make dev: a server exited; stopping", file=sys.stderr)
+                return 1
+            STOPPING.wait(0.5)
+        return _stopped()
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ suite's private one, handed over as REDIS_URL, as a developer's would be.
 
 from __future__ import annotations
 
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -148,3 +150,50 @@ def test_ctrl_c_stops_every_server(dev: DevServer) -> None:
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
     assert "Traceback" not in dev.output()
+
+
+def test_make_dev_in_a_terminal_is_quiet_and_ctrl_c_ends_it_cleanly(redis_url: str) -> None:
+    """As a person runs it: `make dev` in a terminal (tmux), the banner last, no reloader
+    chatter while it idles past a state flush, and Ctrl-C ends it with exit 0, no make error."""
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        pytest.skip("the terminal test did not run: no tmux on PATH (apt-get install -y tmux)")
+    ports = {name: free_port() for name in ("DEV_SERVER_PORT", "DEV_MCP_PORT", "DEV_NOTES_PORT")}
+    env = subprocess_env(REDIS_URL=redis_url, LANGGRAPH_CLI_NO_ANALYTICS="1",
+                         LANGSMITH_TRACING="false")
+    session = f"onbehalf-dev-{ports['DEV_SERVER_PORT']}"
+    make = " ".join(["make", "dev", *(f"{k}={v}" for k, v in ports.items())])
+    tmux_env = [arg for k, v in env.items() if k in {"REDIS_URL", "LANGSMITH_TRACING",
+                "LANGGRAPH_CLI_NO_ANALYTICS", "AUTH_JWT_SECRET", "TOKEN_SEALING_KEY",
+                "AUTH_JWT_ISSUER", "AUTH_JWT_AUDIENCE"} for arg in ("-e", f"{k}={v}")]
+    subprocess.run([tmux, "new-session", "-d", "-s", session, "-x", "250", "-y", "80",
+                    *tmux_env, "-c", str(ROOT), "bash", "--norc", "--noprofile"], check=True)
+
+    def screen() -> str:
+        return subprocess.run([tmux, "capture-pane", "-p", "-S", "-200", "-t", session],
+                              capture_output=True, text=True, check=True).stdout
+
+    try:
+        subprocess.run([tmux, "send-keys", "-t", session, f"{make}; echo EXIT=$?", "Enter"],
+                       check=True)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while BANNER_END not in screen():
+            assert time.monotonic() < deadline, screen()
+            time.sleep(0.5)
+        time.sleep(12)  # past one flush of the dev server's state (every 10 s)
+        idle = screen()
+        assert idle.rstrip().endswith(BANNER_END), idle[-2000:]  # the banner is the last thing
+        assert "changes detected" not in idle
+        subprocess.run([tmux, "send-keys", "-t", session, "C-c"], check=True)
+        deadline = time.monotonic() + 30
+        while not re.search(r"^EXIT=\d+$", screen(), re.M):
+            assert time.monotonic() < deadline, screen()[-2000:]
+            time.sleep(0.5)
+        ended = screen()
+        assert re.search(r"^EXIT=0$", ended, re.M), ended[-2000:]
+        assert "make: ***" not in ended and "Traceback" not in ended
+        for port in ports.values():
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+    finally:
+        subprocess.run([tmux, "kill-session", "-t", session], check=False)
