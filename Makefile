@@ -8,7 +8,16 @@ DEV_SERVER_PORT ?= 2024
 DEV_MCP_PORT    ?= 8765
 DEV_NOTES_PORT  ?= 8766
 
-.PHONY: dev test lint bench clean
+# Aegra (the production engine of DESIGN.md §10) needs Python 3.12: its own venv, pinned exactly
+# the first candidate that really runs as 3.12 (a pyenv shim may exist without being usable)
+AEGRA_CANDIDATES := $(shell command -v python3.12 2>/dev/null) \
+  $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) /usr/bin/python3.12 /usr/local/bin/python3.12
+AEGRA_PYTHON ?= $(firstword $(foreach p,$(AEGRA_CANDIDATES),$(shell "$(p)" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1 && echo $(p))))
+AEGRA_VENV   := .venv-aegra
+AEGRA_STAMP  := $(AEGRA_VENV)/.installed
+AEGRA_PINS   := aegra-api==0.11.0 aegra-cli==0.11.0
+
+.PHONY: dev test serve aegra lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +30,26 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)
 	@DEV_SERVER_PORT=$(DEV_SERVER_PORT) DEV_MCP_PORT=$(DEV_MCP_PORT) DEV_NOTES_PORT=$(DEV_NOTES_PORT) $(BIN)/python -m onbehalf.devserver
 
-## test: the whole suite; it starts its own Redis, MCP servers and langgraph dev on free ports
+$(AEGRA_STAMP): pyproject.toml
+	@if [ -z "$(AEGRA_PYTHON)" ] || ! "$(AEGRA_PYTHON)" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1; then \
+	  echo "Aegra needs Python 3.12 and none was found (python3.12 on PATH, pyenv's 3.12): install it (e.g. pyenv install 3.12) or run make AEGRA_PYTHON=/path/to/python3.12 ..." >&2; exit 1; fi
+	@test -x $(AEGRA_VENV)/bin/python || $(AEGRA_PYTHON) -m venv $(AEGRA_VENV)
+	@echo "==> installing Aegra ($(AEGRA_PINS)) and onbehalf into $(AEGRA_VENV) (Python 3.12)"
+	@$(AEGRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(AEGRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(AEGRA_PINS) -e .
+	@touch $(AEGRA_STAMP)
+
+aegra: $(AEGRA_STAMP)
+
+## serve: production-shaped on one machine: Aegra (an API process and an API + worker process) on
+## the local Postgres (database onbehalf) and Redis, the demo MCP servers, the offline model
+serve: $(STAMP) $(AEGRA_STAMP)
+	@$(BIN)/python -m onbehalf.serve
+
+## test: the whole suite; it starts its own Redis, Postgres, MCP servers, langgraph dev and Aegra
+## on free ports (the Aegra tests say so in the summary where Python 3.12 is missing)
 test: $(STAMP)
+	@$(MAKE) --no-print-directory aegra || echo "==> no Aegra venv: the Aegra tests will report that they did not run"
 	@$(BIN)/ruff check .
 	@$(BIN)/python -m pytest
 
@@ -40,4 +67,4 @@ bench: $(BENCH_STAMP)
 	@$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .langgraph_api .pytest_cache
+	rm -rf $(VENV) $(AEGRA_VENV) .langgraph_api .pytest_cache

@@ -6,7 +6,10 @@ import pytest
 
 from tests.support.tokens import auth_env
 
-pytest_plugins: list[str] = ["tests.support.redis_server", "tests.support.mcp_server"]
+pytest_plugins: list[str] = [
+    "tests.support.redis_server", "tests.support.mcp_server", "tests.support.postgres_server",
+    "tests.support.aegra_server",
+]
 
 
 @pytest.fixture(autouse=True)

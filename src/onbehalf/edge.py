@@ -13,6 +13,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 from langgraph_sdk import Auth
@@ -34,8 +35,16 @@ _verifier = process_verifier
 
 
 @auth.authenticate
-async def authenticate(authorization: str | None) -> Auth.types.MinimalUserDict:
-    """Verify the bearer JWT and return the user with the token sealed, never in clear."""
+async def authenticate(
+    authorization: str | Mapping[str, str] | None,
+) -> Auth.types.MinimalUserDict:
+    """Verify the bearer JWT and return the user with the token sealed, never in clear.
+
+    langgraph-api passes the `Authorization` header by parameter name; Aegra passes the
+    whole headers mapping (lower-case names) as the one argument. Both mean one header.
+    """
+    if isinstance(authorization, Mapping):
+        authorization = authorization.get("authorization")
     try:
         token = parse_bearer(authorization)
         known = _verified.get(token)
@@ -165,10 +174,18 @@ async def assistants_owned(ctx: Auth.types.AuthContext, value: Any) -> dict[str,
     return _owned(ctx, value)
 
 
+_NAMESPACE_KEYS = ("namespace", "namespace_prefix", "prefix")
+
+
 @auth.on.store
 async def store_is_per_user(ctx: Auth.types.AuthContext, value: Any) -> None:
-    """A user's store lives under a namespace that starts with their identity."""
-    namespace = tuple(value.get("namespace") or ())
+    """A user's store lives under a namespace that starts with their identity.
+
+    The namespace comes as `namespace` (put, get, delete; langgraph-api's search too),
+    `namespace_prefix` (Aegra's search) or `prefix` (listing namespaces).
+    """
+    given = next((value[k] for k in _NAMESPACE_KEYS if value.get(k) is not None), None)
+    namespace = tuple(given or ())
     if not namespace or namespace[0] != ctx.user.identity:
         raise Auth.exceptions.HTTPException(
             status_code=403,

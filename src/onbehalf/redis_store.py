@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from onbehalf.sealing import SealingKeys, process_sealing_keys
-from onbehalf.settings import RedisSettings
+from onbehalf.settings import RedisSettings, redis_variable
 
 CONNECT_TIMEOUT_SECONDS = 2.0
 COMMAND_TIMEOUT_SECONDS = 3.0
@@ -107,8 +107,8 @@ class RedisStore:
             return await awaitable
         except RedisError as exc:
             raise self.error(
-                f"{self.what} at REDIS_URL is unreachable ({type(exc).__name__}): "
-                "check REDIS_URL and that Redis is running"
+                f"{self.what} at {redis_variable()} is unreachable ({type(exc).__name__}): "
+                f"check {redis_variable()} and that Redis is running"
             ) from None
 
 

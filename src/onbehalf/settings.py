@@ -10,7 +10,14 @@ import os
 from functools import lru_cache
 from typing import Annotated, TypeVar
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _ALLOWED_ALGORITHMS = {
@@ -95,11 +102,16 @@ class SealingSettings(BaseSettings):
 
 
 class RedisSettings(BaseSettings):
-    """The Redis every onbehalf store shares (handoff, connected accounts, OAuth)."""
+    """The Redis every onbehalf store shares (handoff, connected accounts, OAuth).
+
+    `ONBEHALF_REDIS_URL` wins over `REDIS_URL` (DESIGN.md §10): an engine whose queue
+    reads `REDIS_URL` for itself (Aegra) keeps its queue apart from onbehalf's data.
+    """
 
     model_config = _env_config()
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0",
+                           validation_alias=AliasChoices("onbehalf_redis_url", "redis_url"))
     user_secrets_prefix: str = "onbehalf-secret:"
 
 
@@ -226,7 +238,12 @@ def current(model: type[Settings]) -> Settings:
     value is a SettingsError naming the variable."""
     names = _variables.get(model)
     if names is None:  # pydantic's `model_fields` is slow to read: once per model
-        names = _variables[model] = tuple(name.upper() for name in model.model_fields)
+        names = _variables[model] = tuple(
+            alias.upper()
+            for name, field in model.model_fields.items()
+            for alias in (field.validation_alias.choices
+                          if isinstance(field.validation_alias, AliasChoices) else [name])
+        )
     key = tuple(os.environ.get(name) for name in names)
     found = _current.get(model)
     if found is not None and found[0] == key:
@@ -246,3 +263,8 @@ def auth_settings() -> AuthSettings:
         return AuthSettings()
     except Exception as exc:  # pydantic.ValidationError
         raise SettingsError(f"invalid auth settings: {describe_validation_error(exc)}") from None
+
+
+def redis_variable() -> str:
+    """The variable that names onbehalf's Redis here, for messages that tell what to fix."""
+    return "ONBEHALF_REDIS_URL" if os.environ.get("ONBEHALF_REDIS_URL") else "REDIS_URL"

@@ -1,4 +1,4 @@
-"""`make dev` finds a Redis for connected accounts, or starts a private one, or says why not."""
+"""`make dev` and `make serve` find a Redis, or start a private one, or say why not."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import subprocess
 import pytest
 import redis
 
-from onbehalf import devserver
+from onbehalf import processes
 from tests.support.tokens import free_port
 
 
 def test_a_redis_that_answers_is_used_as_it_is(redis_url: str) -> None:
     env, procs = {"REDIS_URL": redis_url}, []
-    assert devserver._ensure_redis(env, procs) == redis_url
+    assert processes.ensure_redis(env, procs, "make dev") == redis_url
     assert procs == [] and env["REDIS_URL"] == redis_url
 
 
@@ -24,7 +24,7 @@ def test_without_a_redis_a_private_one_runs_for_the_session(
     env: dict[str, str] = {"REDIS_URL": dead}
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        url = devserver._ensure_redis(env, procs)
+        url = processes.ensure_redis(env, procs, "make dev")
         assert url and url != dead and env["REDIS_URL"] == url
         with redis.Redis.from_url(url, socket_timeout=5) as client:
             assert client.ping()
@@ -39,7 +39,13 @@ def test_without_a_redis_a_private_one_runs_for_the_session(
 def test_without_any_redis_server_it_says_what_is_unavailable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(devserver, "redis_server_executable", lambda: None)
+    monkeypatch.setattr(processes, "redis_server_executable", lambda: None)
     env = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    assert devserver._ensure_redis(env, []) is None
+    assert processes.ensure_redis(env, [], "make dev") is None
     assert "connected accounts" in capsys.readouterr().err
+
+
+def test_onbehalfs_own_redis_variable_is_found_or_started_apart(redis_url: str) -> None:
+    env = {"REDIS_URL": redis_url, "ONBEHALF_REDIS_URL": redis_url.rsplit("/", 1)[0] + "/3"}
+    assert processes.ensure_redis(env, [], "make serve", "ONBEHALF_REDIS_URL") == env[
+        "ONBEHALF_REDIS_URL"]

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("server edge", ("onbehalf.edge", "onbehalf.http_app", "onbehalf.console")),
     ("applications", ("onbehalf.worker", "onbehalf.demo", "onbehalf.cli", "onbehalf.client_cli",
                       "onbehalf.connections_cli", "onbehalf.secrets_cli", "onbehalf.devserver",
+                      "onbehalf.processes", "onbehalf.serve",
                       "onbehalf.__main__")),
     ("this repository's project", ("agents", "auth")),
 ]

@@ -109,6 +109,13 @@ async def resolve_user_token(runtime: Any, config: dict[str, Any] | None = None)
     if context_token:
         key = ("context", context_token if isinstance(context_token, str) else "")
         return _remembered(key) or _remember(key, await _from_context(context_token))
+    if user is not None and _get(user, "identity"):
+        # a run the server started for a user without their sign-in: a cron fired by an
+        # engine that keeps only the owner's identity (Aegra). It never acts as nobody.
+        raise MissingUserToken(
+            f"this run carries no sign-in of {_get(user, 'identity')!r} (the server started "
+            "it on its own, e.g. a scheduled cron run): sign in again and run it yourself"
+        )
     raise MissingUserToken(
         "no user token for this run: call the LangGraph server with 'Authorization: Bearer "
         "<jwt>', or in process pass graph.ainvoke(input, context={'user_token': jwt})"

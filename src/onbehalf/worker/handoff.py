@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from onbehalf.jwt_auth import MAX_TOKEN_BYTES, token_fingerprint, unverified_expiry
-from onbehalf.settings import HandoffSettings
+from onbehalf.settings import HandoffSettings, redis_variable
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +305,7 @@ class TokenHandoff:
             )
         except ValueError as exc:
             raise RedisUnavailable(
-                f"REDIS_URL={self._redacted_url} is not a usable Redis URL ({exc}): use "
+                f"{redis_variable()}={self._redacted_url} is not a usable Redis URL ({exc}): use "
                 "redis://[user:password@]host:port/db, rediss://... or unix:///path"
             ) from None
 
@@ -323,19 +323,20 @@ async def _translated_redis_errors(action: str, redacted_url: str) -> AsyncItera
 
 
 def _redis_problem(exc: RedisError, action: str, redacted_url: str) -> str:
-    where = f"REDIS_URL={redacted_url}"
+    variable = redis_variable()
+    where = f"{variable}={redacted_url}"
     refused = str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
     if isinstance(exc, AuthenticationError | AuthorizationError) or (
         isinstance(exc, ResponseError) and refused
     ):
         message = (
             f"Redis at {where} refused our credentials or permissions, so could not "
-            f"{action}: fix the user/password in REDIS_URL or the Redis ACL"
+            f"{action}: fix the user/password in {variable} or the Redis ACL"
         )
     elif isinstance(exc, RedisConnectionError | RedisTimeoutError):
         message = (
             f"cannot {action}: Redis at {where} is unreachable ({_short(exc)}); "
-            "start Redis or point REDIS_URL at it"
+            f"start Redis or point {variable} at it"
         )
     elif isinstance(exc, ResponseError) and "unknown command" in str(exc).lower():
         message = (
