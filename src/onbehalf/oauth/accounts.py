@@ -151,21 +151,9 @@ async def client_info(
 ) -> ClientInfo:
     """The registered client from the environment, else our registration (RFC 7591)."""
     methods = asrv.metadata.token_endpoint_auth_methods_supported or ["client_secret_basic"]
-    if server.client_id_env:
-        client_id = os.environ.get(server.client_id_env, "").strip()
-        secret = os.environ.get(server.client_secret_env, "") if server.client_secret_env else ""
-        missing = server.client_id_env if not client_id else (
-            server.client_secret_env if server.client_secret_env and not secret else None)
-        if missing:
-            raise OAuthProblem(
-                f"MCP server {server.name!r}: the OAuth client credential {missing} is not set",
-                500,
-            )
-        if not secret:
-            return ClientInfo(client_id, None, "none")
-        method = "client_secret_basic" if "client_secret_basic" in methods else (
-            "client_secret_post")
-        return ClientInfo(client_id, secret, method)
+    configured = _configured_client(server, methods)
+    if configured is not None:
+        return configured
     store = oauth_store()
     redirect_uri = settings.redirect_uri
     for _ in range(int(LOCK_SECONDS / _POLL_SECONDS)):
@@ -185,6 +173,52 @@ async def client_info(
         finally:
             await store.unlock(f"register:{server.name}", lock)
     raise OAuthUnavailable(f"MCP server {server.name!r}: client registration did not finish")
+
+
+def _configured_client(server: OAuthServer, methods: list[str]) -> ClientInfo | None:
+    """The client the servers file names by variables (`client_id_env`), or None."""
+    if not server.client_id_env:
+        return None
+    client_id = os.environ.get(server.client_id_env, "").strip()
+    secret = os.environ.get(server.client_secret_env, "") if server.client_secret_env else ""
+    missing = server.client_id_env if not client_id else (
+        server.client_secret_env if server.client_secret_env and not secret else None)
+    if missing:
+        raise OAuthProblem(
+            f"MCP server {server.name!r}: the OAuth client credential {missing} is not set",
+            500,
+        )
+    if not secret:
+        return ClientInfo(client_id, None, "none")
+    method = "client_secret_basic" if "client_secret_basic" in methods else (
+        "client_secret_post")
+    return ClientInfo(client_id, secret, method)
+
+
+async def _issued_to(server: OAuthServer, asrv: AuthorizationServer, tokens: StoredTokens,
+                     settings: OAuthSettings) -> ClientInfo | None:
+    """The client `tokens` were issued to, to authenticate as at the AS; never a new one.
+
+    Only the browser flow needs the redirect URI (ONBEHALF_PUBLIC_URL). A registration is
+    kept under the redirect URI it was made for, so where that URL is not set (the
+    operator's `onbehalf connections delete`) it is found by the tokens' client_id."""
+    methods = asrv.metadata.token_endpoint_auth_methods_supported or ["client_secret_basic"]
+    configured = _configured_client(server, methods)
+    if configured is not None and configured.client_id == tokens.client_id:
+        return configured
+    try:
+        redirect_uri: str | None = settings.redirect_uri
+    except SettingsError:
+        redirect_uri = None  # not the server: look the registration up by client_id
+    known = (await oauth_store().registration(server.name, tokens.issuer, redirect_uri)
+             if redirect_uri else None)
+    if known is None or known.get("client_id") != tokens.client_id:
+        known = await oauth_store().registration_of(server.name, tokens.issuer,
+                                                    tokens.client_id)
+    if known is None:
+        return None
+    return ClientInfo(known["client_id"], known.get("client_secret"),
+                      known.get("token_endpoint_auth_method") or "none")
 
 
 async def _register(
@@ -223,18 +257,21 @@ async def _register(
     return info.model_dump(mode="json", exclude_none=True)
 
 
-def _oauth_client(client: ClientInfo, settings: OAuthSettings) -> AsyncOAuth2Client:
+def _oauth_client(client: ClientInfo, settings: OAuthSettings,
+                  redirect_uri: str | None = None) -> AsyncOAuth2Client:
     """Authlib's client for one token-endpoint conversation.
 
     `client_id` also goes in every token and revocation body: RFC 6749 allows it with
-    client authentication, and some servers (the `mcp` SDK's among them) require it."""
+    client authentication, and some servers (the `mcp` SDK's among them) require it.
+    `redirect_uri` only for the authorization-code flow: refreshing and revoking need
+    none, so they need no ONBEHALF_PUBLIC_URL."""
     oauth = AsyncOAuth2Client(
         client_id=client.client_id,
         client_secret=client.client_secret,
         token_endpoint_auth_method=client.auth_method,
         revocation_endpoint_auth_method=client.auth_method,
         code_challenge_method="S256",
-        redirect_uri=settings.redirect_uri,
+        redirect_uri=redirect_uri,
         transport=GuardedTransport(dev=_dev(settings)),
         follow_redirects=False,
         timeout=10.0,
@@ -277,7 +314,7 @@ async def start_flow(identity: str, server: OAuthServer) -> str:
         raise OAuthUnavailable(f"MCP server {server.name!r}: {exc}") from None
     state = generate_token(43)
     verifier = generate_token(64)
-    async with _oauth_client(client, settings) as oauth:
+    async with _oauth_client(client, settings, redirect_uri) as oauth:
         url, _ = oauth.create_authorization_url(
             endpoint, state=state, code_verifier=verifier, scope=asrv.scope,
             resource=asrv.resource,
@@ -369,7 +406,7 @@ async def confirm_flow(identity: str, flow_id: str, confirm: str, server: OAuthS
     client = await client_info(server, asrv, settings)
     if client.client_id != held["client_id"]:
         raise OAuthProblem("onbehalf's client registration changed: start again", 409)
-    async with _oauth_client(client, settings) as oauth:
+    async with _oauth_client(client, settings, held["redirect_uri"]) as oauth:
         try:
             token = await _token_request(server.name, oauth.fetch_token(
                 str(asrv.metadata.token_endpoint),
@@ -489,7 +526,15 @@ async def _revoke(server: OAuthServer, tokens: StoredTokens) -> bool:
         endpoint = asrv.metadata.revocation_endpoint
         if endpoint is None:
             return False
-        client = await client_info(server, asrv, settings)
+        if not issuers_match(asrv.issuer, tokens.issuer):
+            log.warning("not revoking the tokens for MCP server %s: its authorization server "
+                        "changed since they were issued", server.name)
+            return False
+        client = await _issued_to(server, asrv, tokens, settings)
+        if client is None:
+            log.warning("could not revoke the tokens for MCP server %s: the client they were "
+                        "issued to is no longer registered here", server.name)
+            return False
         async with _oauth_client(client, settings) as oauth:
             pairs = [(tokens.refresh_token, "refresh_token"), (tokens.access_token, "access_token")]
             for value, hint in pairs:

@@ -37,6 +37,10 @@ class OAuthStoreError(StoreError):
     """The OAuth store cannot be used; the message says what to do."""
 
 
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\^" else c for c in text)
+
+
 def digest(value: str) -> str:
     """How a single-use secret (`state`, confirm) is stored: its sha256, never itself."""
     return hashlib.sha256(value.encode()).hexdigest()
@@ -192,22 +196,37 @@ class OAuthStore(RedisStore):
     def _client_key(self, server: str, issuer: str, redirect_uri: str) -> str:
         return f"{self.prefix}client:{server}:{digest(issuer + '|' + redirect_uri)[:32]}"
 
+    @staticmethod
+    def _client_aad(server: str, issuer: str) -> bytes:
+        return f"onbehalf-oauth-client-v1|{server}|{issuer}".encode()
+
+    def _open_registration(self, stored: bytes | str, server: str, issuer: str) -> dict | None:
+        try:
+            opened = unseal_value(self.keys, stored, self._client_aad(server, issuer))
+        except SealingError:
+            return None  # sealed with a retired key, or for another issuer: not this one
+        return json.loads(opened.get_secret_value())
+
     async def registration(self, server: str, issuer: str, redirect_uri: str) -> dict | None:
         stored = await self._run(self._client.get(self._client_key(server, issuer, redirect_uri)))
-        if stored is None:
-            return None
-        try:
-            opened = unseal_value(self.keys, stored, f"onbehalf-oauth-client-v1|{server}|"
-                                  f"{issuer}".encode())
-        except SealingError:
-            return None  # sealed with a retired key: register again
-        return json.loads(opened.get_secret_value())
+        return None if stored is None else self._open_registration(stored, server, issuer)
+
+    async def registration_of(self, server: str, issuer: str, client_id: str) -> dict | None:
+        """The registration of `client_id` at `issuer`, whatever redirect URI it was made for
+        (an operator's CLI has no ONBEHALF_PUBLIC_URL). Registrations are few: one per
+        server, issuer and public URL; they are SCANned, never listed with KEYS."""
+        pattern = _glob_escape(f"{self.prefix}client:{server}:") + "*"
+        async for key in self._client.scan_iter(match=pattern, count=500):
+            stored = await self._run(self._client.get(key))
+            info = None if stored is None else self._open_registration(stored, server, issuer)
+            if info is not None and info.get("client_id") == client_id:
+                return info
+        return None
 
     async def put_registration(self, server: str, issuer: str, redirect_uri: str,
                                info: dict[str, Any]) -> None:
         self.require_durable_keys()
-        sealed = seal_value(self.keys, json.dumps(info),
-                            f"onbehalf-oauth-client-v1|{server}|{issuer}".encode())
+        sealed = seal_value(self.keys, json.dumps(info), self._client_aad(server, issuer))
         await self._run(self._client.set(self._client_key(server, issuer, redirect_uri), sealed))
 
     # --- cross-process locks --------------------------------------------------------------
