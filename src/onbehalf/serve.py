@@ -152,13 +152,14 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes],
 
 def start_pair(engine: Engine, base: dict[str, str], api_port: int, worker_port: int,
                logs: tuple[IO[bytes] | None, IO[bytes] | None] = (None, None),
-               ) -> list[subprocess.Popen[bytes]]:
-    """The API + workers process first (it migrates the database), then the API-only one."""
+               *, api_workers: int = 0) -> list[subprocess.Popen[bytes]]:
+    """The API + workers process first (it migrates the database), then the API-only one
+    (or, with `api_workers`, a second process that executes runs too)."""
     procs = [engine.start(base, port=worker_port, workers=1, log=logs[1])]
     if not wait_healthy(f"http://127.0.0.1:{worker_port}", procs[0]):
         stop_all(procs)
         raise EngineError("the Aegra API + worker process did not start (see its log)")
-    procs.insert(0, engine.start(base, port=api_port, workers=0, log=logs[0]))
+    procs.insert(0, engine.start(base, port=api_port, workers=api_workers, log=logs[0]))
     if not wait_healthy(f"http://127.0.0.1:{api_port}", procs[0]):
         stop_all(procs)
         raise EngineError("the Aegra API process did not start (see its log)")

@@ -26,9 +26,11 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
-from tests.support.langgraph_server import LangGraphServer, run_langgraph_dev
+from tests.support.aegra_server import ENGINES, AegraServer, picked_up, run_engine
+from tests.support.langgraph_server import LangGraphServer
 from tests.support.leaks import find_leaks
 from tests.support.oauth_provider import OAuthWorld, oauth_world
+from tests.support.pg_scan import scan_postgres
 from tests.support.tokens import free_port, mint, subprocess_env
 
 pytestmark = [pytest.mark.e2e]
@@ -85,12 +87,20 @@ def settings(world: OAuthWorld, redis_url: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def server(world: OAuthWorld, settings: dict[str, str], secrets: Secrets
-           ) -> Iterator[LangGraphServer]:
+@pytest.fixture(scope="module", params=ENGINES)
+def server(request: pytest.FixtureRequest, world: OAuthWorld, settings: dict[str, str],
+           secrets: Secrets) -> Iterator[LangGraphServer | AegraServer]:
+    """`langgraph dev`, or Aegra with both processes executing runs (so that concurrent runs
+    spread over two processes); flows start through one process and are confirmed through
+    the other (`confirm`)."""
     port = int(settings["ONBEHALF_PUBLIC_URL"].rsplit(":", 1)[1])
     env = {**settings, "ONBEHALF_DEV_CONSOLE": "1"}
-    with run_langgraph_dev(env, port=port) as running:
+    extra: dict[str, Any] = {}
+    if request.param == "aegra":
+        extra = {"postgres": request.getfixturevalue("private_postgres"),
+                 "queue_redis_url": request.getfixturevalue("engine_queue_redis"),
+                 "api_workers": 1}
+    with run_engine(request.param, env, port=port, **extra) as running:
         yield running
         # after every test of the module: nothing the flows produced is in the log or files
         found = {s for s in world.seen_secrets | secrets.values if len(s) >= 12}
@@ -102,6 +112,11 @@ def server(world: OAuthWorld, settings: dict[str, str], secrets: Secrets
             data = path.read_bytes()
             assert not [s for s in found if s.encode() in data], f"an OAuth secret is in {path}"
             assert not find_leaks(data, [mint("alice"), mint("bob")])
+        if isinstance(running, AegraServer):  # every table of its Postgres, with SQL
+            # (`state` is in the interrupt's connect link, kept with the checkpoint: Secrets)
+            tables, _, findings = scan_postgres(running.engine.database_url,
+                                                sorted(found))
+            assert tables >= 5 and findings == []
 
 
 @pytest.fixture
@@ -181,8 +196,10 @@ async def consent_and_callback(world: OAuthWorld, server: LangGraphServer, link:
     return query["flow"][0], query["confirm"][0]
 
 
-async def confirm(server: LangGraphServer, flow: str, secret: str, user: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+async def confirm(server: Any, flow: str, secret: str, user: str) -> httpx.Response:
+    """The confirm step; on Aegra through the process that did not start the flow."""
+    async with httpx.AsyncClient(base_url=getattr(server, "other_url", server.url),
+                                 timeout=20) as http:
         return await http.post(f"/oauth/flows/{flow}/confirm", json={"confirm": secret},
                                headers=bearer(user))
 
@@ -255,9 +272,14 @@ async def test_ten_concurrent_runs_refresh_once_and_a_revoked_grant_reconnects(
         own = await alice.threads.create()
         return last_text(await ask(alice, own["thread_id"], "whoami"))
 
+    picked = [picked_up(server, kind) for kind in ("api", "worker")] if isinstance(
+        server, AegraServer) else []
     answers = await asyncio.gather(*(one_run() for _ in range(10)))
     assert answers == ["whoami returned: alice"] * 10
     assert world.count("token_refresh") - before == 1, "one refresh for ten concurrent runs"
+    if picked:  # on Aegra the ten runs were executed by both processes
+        now = [picked_up(server, kind) for kind in ("api", "worker")]
+        assert all(after > earlier for after, earlier in zip(now, picked, strict=True)), now
     assert world.count("refresh_reuse") == 0, "a rotated refresh token was spent twice"
 
     world.revoke_account("alice")  # alice removes the app at the provider
@@ -421,3 +443,39 @@ def _connect_in_browser(browser: Any, server: LangGraphServer, world: OAuthWorld
     page.wait_for_selector("li.ai:has-text('whoami returned: alice')", timeout=60000)
     assert errors == [], errors
     context.close()
+
+
+@pytest.mark.anyio
+async def test_the_process_that_started_a_flow_stops_before_the_confirm(
+    server: Any, world: OAuthWorld, secrets: Secrets
+) -> None:
+    """Aegra: bob's flow starts through the API process, which holds the code at the
+    callback and then stops; the confirm and the resume go through the other process."""
+    if not isinstance(server, AegraServer):
+        pytest.skip("langgraph dev is one process: there is no other to confirm through")
+    bob = client_as(server, "bob")
+    try:
+        thread = await bob.threads.create()
+        pause = pause_of(await ask(bob, thread["thread_id"], CONNECT))
+    finally:
+        await bob.aclose()
+    secrets.add_link(pause["connect_url"], "state")
+    flow, secret = await consent_and_callback(world, server, pause["connect_url"], "bob",
+                                              secrets)
+    server.stop_one("api")
+    try:
+        answer = await confirm(server, flow, secret, "bob")  # through the other process
+        assert answer.status_code == 200, answer.text
+        other = get_client(url=server.other_url, api_key=None, headers=bearer("bob"))
+        try:
+            state = await ask(other, thread["thread_id"], "", resume={"connected": "notes"})
+            assert not state.get("tasks") and "connected" in last_text(state)
+            state = await ask(other, thread["thread_id"], "whoami")
+            assert last_text(state) == "whoami returned: bob"
+        finally:
+            await other.aclose()
+        async with httpx.AsyncClient(base_url=server.other_url, headers=bearer("bob"),
+                                     timeout=10) as http:
+            assert (await http.delete("/connections/notes")).status_code == 200
+    finally:
+        server.start_one("api")

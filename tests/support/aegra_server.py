@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -28,13 +29,26 @@ from pathlib import Path
 import pytest
 
 from onbehalf.processes import stop_all
-from onbehalf.serve import Engine, EngineError, aegra_python, start_pair, write_config
+from onbehalf.serve import (
+    Engine,
+    EngineError,
+    aegra_python,
+    start_pair,
+    wait_healthy,
+    write_config,
+)
 from tests.support.langgraph_server import PROJECT_ROOT, LangGraphServer, run_langgraph_dev
 from tests.support.postgres_server import PrivatePostgres
 from tests.support.redis_server import PrivateRedis, redis_server_executable
 from tests.support.tokens import free_port, subprocess_env
 
 ENGINES = ("langgraph_dev", "aegra")
+
+
+def picked_up(server: AegraServer, kind: str) -> int:
+    """How many runs the process `kind` ("api" or "worker") executed, from its log."""
+    path = server.workdir / f"{kind}.log"
+    return path.read_text(errors="replace").count("Worker picked up run") if path.exists() else 0
 
 
 def aegra_unavailable_reason() -> str | None:
@@ -55,6 +69,7 @@ class AegraServer:
     base_env: dict[str, str]
     ports: tuple[int, int]
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    api_workers: int = 0
     name: str = "aegra"
 
     @property
@@ -72,7 +87,8 @@ class AegraServer:
     def start(self) -> None:
         logs = tuple((self.workdir / f"{kind}.log").open("ab") for kind in ("api", "worker"))
         try:
-            self.processes = start_pair(self.engine, self.base_env, *self.ports, logs=logs)
+            self.processes = start_pair(self.engine, self.base_env, *self.ports, logs=logs,
+                                        api_workers=self.api_workers)
         except EngineError as exc:
             raise RuntimeError(f"{exc}:\n{self.log_text()[-4000:]}") from None
         finally:
@@ -82,6 +98,29 @@ class AegraServer:
     def stop(self) -> None:
         stop_all(self.processes)
         self.processes = []
+
+    def kill(self, kind: str) -> None:
+        """SIGKILL one process ("api" or "worker") and all it started: a crash, no shutdown."""
+        process = self.processes[0 if kind == "api" else 1]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop_one(self, kind: str) -> None:
+        stop_all([self.processes[0 if kind == "api" else 1]])
+
+    def start_one(self, kind: str) -> None:
+        """(Re)start one process on its port; the other keeps running."""
+        index = 0 if kind == "api" else 1
+        url = self.url if kind == "api" else self.other_url
+        with (self.workdir / f"{kind}.log").open("ab") as log:
+            process = self.engine.start(self.base_env, port=self.ports[index],
+                                        workers=self.api_workers if kind == "api" else 1,
+                                        log=log)
+        self.processes[index] = process
+        if not wait_healthy(url, process):
+            raise RuntimeError(f"the Aegra {kind} process did not start again:\n"
+                               + self.log_text()[-4000:])
 
     @property
     def api_process(self) -> subprocess.Popen[bytes]:
@@ -100,6 +139,7 @@ def run_aegra(
     port: int | None = None,
     queue_redis_url: str,
     onbehalf_redis_url: str | None = None,
+    api_workers: int = 0,
 ) -> Iterator[AegraServer]:
     """Aegra's two processes on a fresh database; stopped (and the database left) after."""
     workdir = Path(tempfile.mkdtemp(prefix="onbehalf-aegra-"))
@@ -121,7 +161,8 @@ def run_aegra(
     )
     server = AegraServer(url=f"http://127.0.0.1:{api_port}",
                          other_url=f"http://127.0.0.1:{worker_port}", workdir=workdir,
-                         engine=engine, base_env=env, ports=(api_port, worker_port))
+                         engine=engine, base_env=env, ports=(api_port, worker_port),
+                         api_workers=api_workers)
     try:
         server.start()
         yield server
@@ -139,6 +180,7 @@ def run_engine(
     port: int | None = None,
     postgres: PrivatePostgres | None = None,
     queue_redis_url: str | None = None,
+    api_workers: int = 0,
 ) -> Iterator[LangGraphServer | AegraServer]:
     """The same server for a test on either engine: `langgraph_dev` or `aegra`."""
     if name == "langgraph_dev":
@@ -151,7 +193,7 @@ def run_engine(
     assert postgres is not None and queue_redis_url is not None
     ours = (env_overrides or {}).get("REDIS_URL")
     with run_aegra(postgres, env_overrides, port=port, queue_redis_url=queue_redis_url,
-                   onbehalf_redis_url=ours) as aegra:
+                   onbehalf_redis_url=ours, api_workers=api_workers) as aegra:
         yield aegra
 
 
