@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +23,8 @@ from onbehalf.mcp.pool import session_pool
 from tests.support.agents import say, tool_messages, tool_payload
 from tests.support.mcp_server import TicketsMcpServer, run_tickets_mcp, session_counts
 from tests.support.tokens import free_port, mint
+
+DEPLOYMENT_GRAPHS = prewarm._deployment_graphs
 
 pytestmark = pytest.mark.anyio
 
@@ -160,3 +163,14 @@ async def test_a_failed_prewarm_leaves_the_run_its_own_open_path(
         before = await opened(server.url)
         assert (await run_as(alice))["as_user"] == "alice"
         assert await opened(server.url) - before == 2  # the run's own (+1 probe)
+
+
+@pytest.mark.anyio
+async def test_no_prewarm_where_the_process_is_not_a_langgraph_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Aegra's API process (or an in-process caller) never loads langgraph-api's graphs: a
+    prewarm there would open sessions in a process that never executes the run."""
+    monkeypatch.setattr(prewarm, "_deployment_graphs", DEPLOYMENT_GRAPHS)  # the real one
+    monkeypatch.delitem(sys.modules, "langgraph_api.graph", raising=False)
+    assert prewarm.graph_tools_for("assistant") is None

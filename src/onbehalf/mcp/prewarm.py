@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import sys
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -78,12 +79,12 @@ SYSTEM_ASSISTANT_NAMESPACE = UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
 
 
 def _deployment_graphs() -> dict[str, Any]:
-    """The server's graphs by id (empty outside a LangGraph server process)."""
-    try:
-        from langgraph_api.graph import GRAPHS
-    except Exception:
-        return {}
-    return dict(GRAPHS)
+    """The server's graphs by id: only in a LangGraph server process, where the process
+    that accepts a run also executes it. Empty elsewhere: in process, and on Aegra, whose
+    API process queues runs for worker processes (prewarming there would open sessions in
+    a process that never uses them; docs/performance.md, "On Aegra")."""
+    loaded = sys.modules.get("langgraph_api.graph")
+    return dict(getattr(loaded, "GRAPHS", None) or {})
 
 
 def graph_tools_for(assistant_id: Any) -> GraphTools | None:
