@@ -26,12 +26,12 @@ from langchain_mcp_adapters.tools import load_mcp_tools
 
 from bench.workload import workload_agent
 from onbehalf.mcp.middleware import McpToolsMiddleware
-from onbehalf.mcp.prewarm import AwaitPrewarmMiddleware, register_graph
+from onbehalf.mcp.prewarm import register_graph
 
 
 def _onbehalf(*, prewarmed: bool) -> Any:
     mcp = McpToolsMiddleware(servers=["tickets"])
-    graph = workload_agent(middleware=[AwaitPrewarmMiddleware(), mcp])
+    graph = workload_agent(middleware=[mcp])
     if prewarmed:
         register_graph(graph, mcp)
     return graph

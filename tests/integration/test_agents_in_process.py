@@ -228,3 +228,11 @@ async def test_each_new_sign_in_of_a_user_gets_its_own_session(
     after = await session_counts(tickets_mcp_server.url)
     assert delta(before, after, "sessions_opened") == 2
     assert pool.reused == 0
+
+
+@pytest.mark.anyio
+async def test_the_kit_adds_no_step_to_a_run() -> None:
+    """The token check, the prewarm take-over and giving the sessions back live in the
+    model-call wrapper: the graph is the agent's own model and tools nodes, nothing more."""
+    assert list(assistant.get_graph().nodes) == ["__start__", "model", "tools", "__end__"]
+    assert list(ticket_triage.get_graph().nodes) == ["__start__", "model", "tools", "__end__"]

@@ -85,6 +85,7 @@ async def test_a_server_down_at_run_start_leaves_the_others_tools_and_the_model_
     conversation = Conversation(mint("alice"))
     await conversation.save_a_first_exchange()
     other.down()
+    await some_time_passes()
 
     with within(SLACK_SECONDS, "a run with one server down"):
         state = await conversation.run("again", [Turn(calls=[("echo", {"text": "still here"})]),
@@ -100,6 +101,13 @@ async def test_a_server_down_at_run_start_leaves_the_others_tools_and_the_model_
     await conversation.assert_first_exchange_kept()
 
 
+async def some_time_passes() -> None:
+    """The user's next run comes some time after the server went down or restarted: the
+    `down()`/`up()` of these tests block the event loop, so the cut of the idle session's
+    notification stream (what marks it stale) is only read once the loop runs again."""
+    await asyncio.sleep(0.2)
+
+
 async def test_a_server_that_went_down_since_the_users_last_run_is_reported_unavailable(
     faulty: FaultyMcpServer, other: FaultyMcpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -110,6 +118,7 @@ async def test_a_server_that_went_down_since_the_users_last_run_is_reported_unav
     conversation = Conversation(mint("alice"))
     await conversation.save_a_first_exchange()
     other.down()
+    await some_time_passes()
 
     with within(SLACK_SECONDS, "a run with one server down"):
         state = await conversation.run("again", [Turn(calls=[("echo", {"text": "still here"})]),
@@ -132,6 +141,7 @@ async def test_a_server_restarted_since_the_users_last_run_serves_the_next_run(
     await conversation.save_a_first_exchange()
     faulty.down()
     faulty.up()
+    await some_time_passes()
 
     with within(SLACK_SECONDS, "a run after the server restarted"):
         state = await conversation.run("again", [Turn(calls=[("echo", {"text": "back"})]),

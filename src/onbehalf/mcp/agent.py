@@ -10,7 +10,7 @@ from langchain_mcp_adapters.interceptors import ToolCallInterceptor
 from langgraph.graph.state import CompiledStateGraph
 
 from onbehalf.mcp.middleware import McpToolsMiddleware
-from onbehalf.mcp.prewarm import AwaitPrewarmMiddleware, register_graph
+from onbehalf.mcp.prewarm import register_graph
 from onbehalf.mcp.tokens import UserContext
 from onbehalf.models import load_chat_model
 
@@ -36,7 +36,7 @@ def build_mcp_agent(
         model=load_chat_model(),
         tools=[],
         system_prompt=system_prompt,
-        middleware=[AwaitPrewarmMiddleware(), mcp, *middleware],
+        middleware=[mcp, *middleware],
         context_schema=UserContext,
         name=name,
     )

@@ -16,17 +16,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
-from langchain_core.messages import SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
 from langchain_mcp_adapters.interceptors import ToolCallInterceptor
 from langgraph.config import get_config
 from langgraph.prebuilt.tool_node import ToolCallRequest
-from langgraph.runtime import Runtime, get_runtime
+from langgraph.runtime import get_runtime
 from langgraph.types import Command
 
 from onbehalf.errors import UserTokenExpired
 from onbehalf.mcp.client import UserMCPClient
 from onbehalf.mcp.connect import CONNECT_TOOL, connect_account_tool, run_connect_account
 from onbehalf.mcp.interceptors import reconnect_at_open, run_mcp_tool_call
+from onbehalf.mcp.prewarm import take_over_prewarm
 from onbehalf.mcp.run_scope import RunScope
 from onbehalf.mcp.tokens import UserContext, UserToken, resolve_user_token
 from onbehalf.mcp.tracing import inline_untraced_langsmith_hops
@@ -68,15 +69,12 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
 
     # --- run lifecycle -------------------------------------------------------------------
 
-    async def abefore_agent(self, state: Any, runtime: Runtime[UserContext]) -> None:
-        """Fail before any work when the caller has no usable token."""
-        user = await resolve_user_token(runtime, _current_config())
-        user.ensure_fresh()
-        return None
-
-    async def aafter_agent(self, state: Any, runtime: Runtime[UserContext]) -> None:
-        await self._close(runtime, reusable=True)
-        return None
+    # A run's lifecycle lives in its model calls, not in `before_agent`/`after_agent` hooks:
+    # each hook is a graph step of its own on every run (~1 ms each through the server).
+    # The first model call of a run checks the token (and fails the run when it cannot be
+    # used) and takes over a prewarm; the call that ends the run (a response without tool
+    # calls) gives the sessions back to the pool. Failures, cancellations and interrupts
+    # close them where they happen (below and in `awrap_tool_call`).
 
     async def awrap_model_call(
         self,
@@ -86,10 +84,12 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
         runtime = request.runtime
         try:
             try:
-                scope = await self._scope(runtime)
+                scope = await self._scope(runtime, await self._starting_user(runtime))
             except UserTokenExpired as exc:
-                # expired mid-run (the start is guarded by abefore_agent): no MCP tools,
-                # but the model still answers and can tell the user what to do
+                if id(_run_of(runtime)) not in self._scopes:
+                    raise  # before the run started: fail it, nothing was done
+                # expired mid-run: no MCP tools, but the model still answers and can tell
+                # the user what to do
                 self._close_soon(runtime)
                 return await handler(_with_note(request, f"{exc}. No tools are available."))
             if scope.refused_at_open:
@@ -102,10 +102,23 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
             note = scope.availability_note()
             if note:
                 request = _with_note(request, note)
-            return await handler(request.override(tools=[*request.tools, *tools]))
+            response = await handler(request.override(tools=[*request.tools, *tools]))
         except BaseException:
             self._close_soon(runtime)
             raise
+        if _ends_the_run(response):
+            await self._close(runtime, reusable=True)
+        return response
+
+    async def _starting_user(self, runtime: Any) -> UserToken | None:
+        """On a run's first model call: the caller's token, usable now (or the run fails
+        before any work), with the user's prewarm taken over. Later calls: None."""
+        if id(_run_of(runtime)) in self._scopes:
+            return None
+        user = await resolve_user_token(runtime, _current_config())
+        user.ensure_fresh()
+        await take_over_prewarm(user)
+        return user
 
     async def awrap_tool_call(
         self,
@@ -203,6 +216,15 @@ class McpToolsMiddleware(AgentMiddleware[Any, UserContext, Any]):
     def open_scopes(self) -> int:
         """How many runs currently hold MCP sessions (for tests and health checks)."""
         return len(self._scopes)
+
+
+def _ends_the_run(response: Any) -> bool:
+    """A model answer without tool calls: the agent's last step (nothing will use the
+    sessions again; another middleware sending the run back to the model only opens them
+    again, from the pool)."""
+    messages = response.result if isinstance(response, ModelResponse) else [response]
+    last = messages[-1] if messages else None
+    return isinstance(last, AIMessage) and not last.tool_calls
 
 
 def _run_of(runtime: Any) -> object:

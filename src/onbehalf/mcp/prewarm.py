@@ -28,12 +28,10 @@ import contextvars
 import logging
 import sys
 import weakref
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid5
 
-from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langgraph.config import get_config
 
 from onbehalf.mcp.pool import session_pool
@@ -227,29 +225,13 @@ def _config_or_none() -> dict[str, Any] | None:
     return None
 
 
-class AwaitPrewarmMiddleware(AgentMiddleware[Any, Any, Any]):
-    """Around a run's model calls: take over the user's prewarm (see `Prewarmer.wait_for`).
+PREWARM_WAIT_SECONDS = 10.0
 
-    Placed before `McpToolsMiddleware`, so that it runs before the run opens its scope.
-    A model-call wrapper, not a `before_agent` hook, so it adds no node to the graph; when
-    no prewarm is under way (almost always) it costs a dict lookup.
-    """
 
-    def __init__(self, at_most_seconds: float = 10.0) -> None:
-        super().__init__()
-        self.at_most_seconds = at_most_seconds
-
-    async def awrap_model_call(
-        self,
-        request: ModelRequest[Any],
-        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse]],
-    ) -> ModelResponse:
-        pending = _prewarmers.peek()
-        if pending is not None and pending._inflight:
-            try:
-                user = await resolve_user_token(request.runtime, _config_or_none())
-            except Exception:
-                user = None  # McpToolsMiddleware reports token problems
-            if user is not None:
-                await pending.wait_for(user, at_most_seconds=self.at_most_seconds)
-        return await handler(request)
+async def take_over_prewarm(user: UserToken, at_most_seconds: float = PREWARM_WAIT_SECONDS
+                            ) -> None:
+    """A run's first model call takes over its user's prewarm (`Prewarmer.wait_for`); when
+    none is under way (almost always) this costs a dict lookup."""
+    pending = _prewarmers.peek()
+    if pending is not None and pending._inflight:
+        await pending.wait_for(user, at_most_seconds=at_most_seconds)
