@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from agents.assistant.graph import graph as assistant
+from onbehalf.jwt_auth import token_fingerprint
 from onbehalf.mcp import prewarm
 from onbehalf.mcp.pool import session_pool
 from tests.support.agents import say, tool_messages, tool_payload
@@ -174,3 +175,16 @@ async def test_no_prewarm_where_the_process_is_not_a_langgraph_server(
     monkeypatch.setattr(prewarm, "_deployment_graphs", DEPLOYMENT_GRAPHS)  # the real one
     monkeypatch.delitem(sys.modules, "langgraph_api.graph", raising=False)
     assert prewarm.graph_tools_for("assistant") is None
+
+
+async def test_a_warm_users_run_starts_no_prewarm(tickets: TicketsMcpServer) -> None:
+    """Sessions of this user and token already wait in the pool: the run takes them, and a
+    prewarm would only borrow and give them back."""
+    alice = mint("alice")
+    assert (await run_as(alice))["as_user"] == "alice"
+    assert session_pool().holds_idle("alice", token_fingerprint(alice))
+    started = prewarm.prewarmer().started
+    await create_run(alice)
+    await settled()
+    assert prewarm.prewarmer().started == started
+    assert not prewarm.prewarmer()._inflight

@@ -73,3 +73,24 @@ async def test_the_pool_is_bounded_least_recently_used_first() -> None:
     assert pool.idle_count == 2
     await pool.aclose()
     assert sessions[0].closed
+
+
+async def test_the_pool_knows_which_users_are_warm() -> None:
+    """`holds_idle` (what spares a warm user's threadless run a prewarm) follows every
+    release and take, and never answers for another user or another token."""
+    pool = SessionPool(PoolSettings(idle_seconds=60, max_sessions=1))
+    bob = replace(ALICE, identity="bob")
+    pool.release(ALICE, FakeSession(), reusable=True)  # type: ignore[arg-type]
+    assert pool.holds_idle("alice", "fp-token-1")
+    assert not pool.holds_idle("alice", "fp-token-2")
+    assert not pool.holds_idle("bob", "fp-token-1")
+    pool.release(bob, FakeSession(), reusable=True)  # type: ignore[arg-type]  # alice's goes
+    assert pool.holds_idle("bob", "fp-token-1")
+    assert not pool.holds_idle("alice", "fp-token-1")
+
+    async def never() -> FakeSession:
+        raise AssertionError("bob's idle session should have been lent")
+
+    assert await pool.acquire(bob, never) is not None  # type: ignore[arg-type]
+    assert not pool.holds_idle("bob", "fp-token-1")
+    await pool.aclose()

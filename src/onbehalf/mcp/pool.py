@@ -21,7 +21,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -72,6 +72,7 @@ class SessionPool:
         self.settings = settings or PoolSettings.from_env()
         self._idle: OrderedDict[int, tuple[SessionKey, McpSession, float]] = OrderedDict()
         self._by_key: dict[SessionKey, list[int]] = {}
+        self._by_user: Counter[tuple[str, str]] = Counter()
         self._tools: OrderedDict[SessionKey, tuple[list[McpTool], float]] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -109,6 +110,7 @@ class SessionPool:
             return
         self._idle[id(session)] = (key, session, time.monotonic())
         self._by_key.setdefault(key, []).append(id(session))
+        self._by_user[(key.identity, key.token_fingerprint)] += 1
         while len(self._idle) > self.settings.max_sessions:
             _, oldest, _ = self._take(next(iter(self._idle)))
             self._close_soon(oldest)
@@ -120,7 +122,15 @@ class SessionPool:
         slots.remove(slot)
         if not slots:
             del self._by_key[entry[0]]
+        user = (entry[0].identity, entry[0].token_fingerprint)
+        self._by_user[user] -= 1
+        if self._by_user[user] <= 0:
+            del self._by_user[user]
         return entry
+
+    def holds_idle(self, identity: str, token_fingerprint: str) -> bool:
+        """Whether sessions of this user and token wait here (a prewarm would add nothing)."""
+        return (identity, token_fingerprint) in self._by_user
 
     @property
     def idle_count(self) -> int:
@@ -169,6 +179,7 @@ class SessionPool:
         sessions = [s for _, s, _ in self._idle.values()]
         self._idle.clear()
         self._by_key.clear()
+        self._by_user.clear()
         self._tools.clear()
         await asyncio.gather(*(s.aclose() for s in sessions), return_exceptions=True)
         if self._closing:

@@ -211,8 +211,9 @@ async def start_prewarm(server_user: Any, assistant_id: Any) -> bool:
         user = await resolve_user_token(
             None, {"configurable": {"langgraph_auth_user": server_user}}
         )
-        if user.seconds_left() <= 0:
-            return False
+        if user.seconds_left() <= 0 or session_pool().holds_idle(user.identity,
+                                                                  user.fingerprint):
+            return False  # expired, or already warm: the run takes its pooled sessions
         return prewarmer().start(user, shape)
     except Exception:
         log.info("no prewarm for this run", exc_info=True)
