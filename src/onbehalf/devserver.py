@@ -18,7 +18,6 @@ import base64
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,10 +27,11 @@ from onbehalf.processes import (
     STOPPING,
     ensure_redis,
     port_free,
+    run_at_the_terminal,
     stop_all,
     stopped,
-    take_the_terminal,
     wait_port,
+    watch,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,16 +83,7 @@ def dev_servers_config(mcp_port: int, notes_port: int) -> str:
 
 
 def main() -> int:
-    # Ctrl-C (or a SIGTERM) only sets a flag: the servers run in sessions of their own, so
-    # the terminal's SIGINT reaches this process alone, which stops them all in order and
-    # exits 0, and no second signal lands in the middle of that
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: STOPPING.set())
-    give_back = take_the_terminal()
-    try:
-        return _serve()
-    finally:
-        give_back()
+    return run_at_the_terminal(_serve)
 
 
 def _serve() -> int:
@@ -170,12 +161,7 @@ def _serve() -> int:
             "\nCtrl-C stops every server.\n",
             flush=True,
         )
-        while not STOPPING.is_set():
-            if any(p.poll() is not None for p in procs):
-                print("make dev: a server exited; stopping", file=sys.stderr)
-                return 1
-            STOPPING.wait(0.5)
-        return stopped("make dev")
+        return watch(procs, "make dev")
     finally:
         stop_all(procs)
 

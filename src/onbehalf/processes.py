@@ -138,3 +138,27 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def run_at_the_terminal(serve: Callable[[], int]) -> int:
+    """Run `serve` as the command a person started: Ctrl-C (or SIGTERM) only sets
+    `STOPPING`; the servers run in sessions of their own and this process in a foreground
+    group of its own, so the terminal's SIGINT reaches it alone, which stops them all in
+    order and exits 0, and no second signal lands in the middle of that."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: STOPPING.set())
+    give_back = take_the_terminal()
+    try:
+        return serve()
+    finally:
+        give_back()
+
+
+def watch(procs: list[subprocess.Popen[bytes]], who: str) -> int:
+    """Until Ctrl-C (exit 0) or until one of the servers exits on its own (exit 1)."""
+    while not STOPPING.is_set():
+        if any(p.poll() is not None for p in procs):
+            print(f"{who}: a server exited; stopping", file=sys.stderr)
+            return 1
+        STOPPING.wait(0.5)
+    return stopped(who)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,17 +27,9 @@ from typing import IO
 
 import httpx
 
+from onbehalf import processes
 from onbehalf.devserver import DEV_DEFAULTS, dev_servers_config, ensure_dotenv
 from onbehalf.dotenv import load_project_dotenv
-from onbehalf.processes import (
-    STOPPING,
-    ensure_redis,
-    port_free,
-    stop_all,
-    stopped,
-    take_the_terminal,
-    wait_port,
-)
 
 AEGRA_VENV = ".venv-aegra"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/onbehalf"
@@ -138,7 +129,7 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes],
                  seconds: float = STARTUP_SECONDS) -> bool:
     """Until `GET /health` answers 200 (the database is migrated and connected)."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not STOPPING.is_set():
+    while time.monotonic() < deadline and not processes.STOPPING.is_set():
         if process.poll() is not None:
             return False
         try:
@@ -146,7 +137,7 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes],
                 return True
         except httpx.HTTPError:
             pass
-        STOPPING.wait(0.3)
+        processes.STOPPING.wait(0.3)
     return False
 
 
@@ -157,11 +148,11 @@ def start_pair(engine: Engine, base: dict[str, str], api_port: int, worker_port:
     (or, with `api_workers`, a second process that executes runs too)."""
     procs = [engine.start(base, port=worker_port, workers=1, log=logs[1])]
     if not wait_healthy(f"http://127.0.0.1:{worker_port}", procs[0]):
-        stop_all(procs)
+        processes.stop_all(procs)
         raise EngineError("the Aegra API + worker process did not start (see its log)")
     procs.insert(0, engine.start(base, port=api_port, workers=api_workers, log=logs[0]))
     if not wait_healthy(f"http://127.0.0.1:{api_port}", procs[0]):
-        stop_all(procs)
+        processes.stop_all(procs)
         raise EngineError("the Aegra API process did not start (see its log)")
     return procs
 
@@ -171,16 +162,15 @@ def _port(name: str, default: int) -> int:
 
 
 def main() -> int:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: STOPPING.set())
-    give_back = take_the_terminal()
+    return processes.run_at_the_terminal(_serve_or_say_why)
+
+
+def _serve_or_say_why() -> int:
     try:
         return _serve()
     except EngineError as exc:
         print(f"make serve: {exc}", file=sys.stderr)
         return 1
-    finally:
-        give_back()
 
 
 def _serve() -> int:
@@ -194,7 +184,7 @@ def _serve() -> int:
                             (notes_port, "notes MCP server", "DEV_NOTES_PORT"),
                             (api_port, "Aegra API process", "SERVE_PORT"),
                             (worker_port, "Aegra API + worker process", "SERVE_WORKER_PORT")):
-        if not port_free(port):
+        if not processes.port_free(port):
             raise EngineError(f"port {port} (for the {what}) is already in use; stop whatever "
                               f"uses it, or pick another port: make serve {var}=<port>")
     env = dict(os.environ)
@@ -209,11 +199,11 @@ def _serve() -> int:
         print(f"==> created the database {redacted(database_url)}")
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        queue = ensure_redis(env, procs, "make serve", "REDIS_URL", "Aegra's run queue")
+        queue = processes.ensure_redis(env, procs, "make serve", "REDIS_URL", "Aegra's run queue")
         if queue is None:
             return 1
         env.setdefault("ONBEHALF_REDIS_URL", queue.rsplit("/", 1)[0] + "/1")
-        ours = ensure_redis(env, procs, "make serve", "ONBEHALF_REDIS_URL",
+        ours = processes.ensure_redis(env, procs, "make serve", "ONBEHALF_REDIS_URL",
                             "onbehalf's handoff and connected accounts")
         if ours is None:
             return 1
@@ -221,8 +211,8 @@ def _serve() -> int:
         for command, port in (("tickets-mcp", mcp_port), ("notes-mcp", notes_port)):
             procs.append(subprocess.Popen([str(bin_dir / "onbehalf"), command, "--port", str(port)],
                                           env=env, start_new_session=True))
-            if not wait_port(port, procs[-1], 20):
-                return stopped("make serve") if STOPPING.is_set() else 1
+            if not processes.wait_port(port, procs[-1], 20):
+                return processes.stopped("make serve") if processes.STOPPING.is_set() else 1
         engine = Engine(python=python, config=root / "langgraph.json",
                         database_url=database_url, queue_redis_url=queue,
                         onbehalf_redis_url=ours)
@@ -247,14 +237,9 @@ def _serve() -> int:
             "\nCtrl-C stops every server.\n",
             flush=True,
         )
-        while not STOPPING.is_set():
-            if any(p.poll() is not None for p in procs):
-                print("make serve: a server exited; stopping", file=sys.stderr)
-                return 1
-            STOPPING.wait(0.5)
-        return stopped("make serve")
+        return processes.watch(procs, "make serve")
     finally:
-        stop_all(procs)
+        processes.stop_all(procs)
 
 
 def write_config(workdir: Path, root: Path, graphs: dict[str, str] | None = None,
