@@ -18,28 +18,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
+from tests.support.commands import BANNER_END, ROOT, Command, running
 from tests.support.tokens import free_port, mint, subprocess_env
 
 pytestmark = [pytest.mark.e2e]
 
-ROOT = Path(__file__).resolve().parents[2]
-BANNER_END = "Ctrl-C stops every server."
 STARTUP_SECONDS = 120
 
 
-class DevServer:
-    def __init__(self, process: subprocess.Popen[bytes], log: Path, ports: dict[str, int]):
-        self.process, self.log, self.ports = process, log, ports
+class DevServer(Command):
+    def __init__(self, command: Command, ports: dict[str, int]) -> None:
+        super().__init__(command.process, command.log)
+        self.ports = ports
         self.url = f"http://127.0.0.1:{ports['DEV_SERVER_PORT']}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -51,24 +47,8 @@ def dev(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[De
         LANGSMITH_TRACING="false", PYTHONUNBUFFERED="1",
     )
     log = tmp_path_factory.mktemp("make-dev") / "dev.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "onbehalf.devserver"], cwd=ROOT,
-                                   env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = DevServer(process, log, ports)
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while BANNER_END not in server.output():
-            assert process.poll() is None, f"make dev exited early:\n{server.output()[-3000:]}"
-            assert time.monotonic() < deadline, f"make dev never got ready:\n{server.output()}"
-            time.sleep(0.3)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with running("onbehalf.devserver", env, log, seconds=STARTUP_SECONDS) as command:
+        yield DevServer(command, ports)
 
 
 def chat(dev: DevServer, user: str, message: str) -> subprocess.CompletedProcess[str]:

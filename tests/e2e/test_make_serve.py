@@ -11,33 +11,27 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
 from tests.support.aegra_server import aegra_unavailable_reason
+from tests.support.commands import Command, running
 from tests.support.postgres_server import PrivatePostgres
 from tests.support.tokens import free_port, subprocess_env
 
 pytestmark = [pytest.mark.e2e]
 
-ROOT = Path(__file__).resolve().parents[2]
-BANNER_END = "Ctrl-C stops every server."
 
 
-class Serve:
-    def __init__(self, process: subprocess.Popen[bytes], log: Path, ports: dict[str, int],
-                 database_url: str) -> None:
-        self.process, self.log, self.ports, self.database_url = process, log, ports, database_url
+class Serve(Command):
+    def __init__(self, command: Command, ports: dict[str, int], database_url: str) -> None:
+        super().__init__(command.process, command.log)
+        self.ports, self.database_url = ports, database_url
         self.url = f"http://127.0.0.1:{ports['SERVE_PORT']}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -54,24 +48,8 @@ def serve(private_postgres: PrivatePostgres, engine_queue_redis: str,
                          REDIS_URL=f"{base}/2", ONBEHALF_REDIS_URL=f"{base}/3",
                          PYTHONUNBUFFERED="1", LANGSMITH_TRACING="false")
     log = tmp_path_factory.mktemp("make-serve") / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "onbehalf.serve"], cwd=ROOT, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
-    running = Serve(process, log, ports, database_url)
-    try:
-        deadline = time.monotonic() + 180
-        while BANNER_END not in running.output():
-            assert process.poll() is None, f"make serve exited:\n{running.output()[-3000:]}"
-            assert time.monotonic() < deadline, f"make serve never got ready:\n{running.output()}"
-            time.sleep(0.3)
-        yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with running("onbehalf.serve", env, log) as command:
+        yield Serve(command, ports, database_url)
 
 
 def chat(serve: Serve, user: str, message: str) -> subprocess.CompletedProcess[str]:
