@@ -5,18 +5,23 @@ dev-only: an ephemeral sealing key (lost on restart, different per replica),
 no issuer or audience check (any token from the IdP for any API would do),
 a short HS256 secret, the offline model, the repository's own dev servers file, or
 an MCP server on loopback (a deployment that forgot `MCP_SERVERS` must not quietly run
-the dev tickets server with a fake model). The error names every variable at fault.
+the dev tickets server with a fake model). With an `oauth` server, onbehalf's public URL
+must be https and its client metadata document (its `client_id` at authorization
+servers) must build from it. The error names every variable at fault.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
+
+from onbehalf.oauth.client_metadata import client_metadata_document
+from onbehalf.oauth.guard import is_loopback_url
 from onbehalf.servers import ServersFileError, parse_servers_config
-from onbehalf.settings import SettingsError
+from onbehalf.settings import OAuthSettings, SettingsError
 
 MIN_SECRET_BYTES = 32
 
@@ -77,7 +82,7 @@ def _servers_problems(env: dict[str, str]) -> list[str]:
         f"{source}: server {name!r} is on loopback ({server.url}): a development server; "
         "point it at the MCP server's real address"
         for name, server in config.servers.items()
-        if _is_loopback(server.url)
+        if is_loopback_url(server.url)
     ]
     oauth = sorted(name for name, server in config.servers.items()
                    if server.auth.type == "oauth")
@@ -99,8 +104,10 @@ def _oauth_problems(env: dict[str, str], servers: list[str]) -> list[str]:
     elif urlsplit(public).scheme != "https" or not urlsplit(public).hostname:
         problems.append(
             f"ONBEHALF_PUBLIC_URL={public!r} is not an https URL (authorization codes would "
-            "travel in clear)"
+            "travel in clear, and it is the base of onbehalf's client_id)"
         )
+    else:
+        problems.extend(_client_metadata_problems(public))
     confirm = env.get("OAUTH_CONFIRM_URL", "").strip()
     if not confirm:
         problems.append(
@@ -112,14 +119,16 @@ def _oauth_problems(env: dict[str, str], servers: list[str]) -> list[str]:
     return problems
 
 
-def _is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
+def _client_metadata_problems(public: str) -> list[str]:
+    """The client metadata document must build from the settings alone (DESIGN.md §8.1)."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        client_metadata_document(OAuthSettings(onbehalf_public_url=public,
+                                               onbehalf_env="production"))
+    except SettingsError as exc:
+        return [str(exc)]
+    except ValidationError:
+        pass  # another OAuth setting is malformed: its own error names it at first use
+    return []
 
 
 def enforce_production_settings(env: dict[str, str] | None = None) -> None:

@@ -25,17 +25,24 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote_plus, urlencode
+from urllib.parse import quote_plus, urlencode, urlsplit
 
 import httpx
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from mcp.client.auth.utils import issuers_match
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata
+from mcp.shared.auth import OAuthClientInformationFull
 from pydantic import ValidationError
 
+from onbehalf.oauth.client_metadata import CLIENT_METADATA_PATH, client_id_url, client_metadata
 from onbehalf.oauth.discovery import AuthorizationServer, DiscoveryError, discover
-from onbehalf.oauth.guard import GuardedTransport, OutboundRefused, check_url, guarded_client
+from onbehalf.oauth.guard import (
+    GuardedTransport,
+    OutboundRefused,
+    check_url,
+    guarded_client,
+    is_loopback_url,
+)
 from onbehalf.oauth.store import NEEDS_RECONNECT, OAuthStore, StoredTokens, digest
 from onbehalf.redis_store import ProcessStore
 from onbehalf.settings import OAuthSettings, SettingsError
@@ -149,11 +156,16 @@ def _encode_basic(client: Any, method: str, uri: str, headers: dict, body: str) 
 async def client_info(
     server: OAuthServer, asrv: AuthorizationServer, settings: OAuthSettings
 ) -> ClientInfo:
-    """The registered client from the environment, else our registration (RFC 7591)."""
+    """Who onbehalf is at `asrv` (DESIGN.md §8.1), in this order: the client the servers
+    file configures; else onbehalf's Client ID Metadata Document, where the AS fetches
+    those; else a registration (RFC 7591), made once per (server, issuer, redirect URI)."""
     methods = asrv.metadata.token_endpoint_auth_methods_supported or ["client_secret_basic"]
     configured = _configured_client(server, methods)
     if configured is not None:
         return configured
+    document = _metadata_document_client(asrv, settings)
+    if document is not None:
+        return document
     store = oauth_store()
     redirect_uri = settings.redirect_uri
     for _ in range(int(LOCK_SECONDS / _POLL_SECONDS)):
@@ -195,13 +207,49 @@ def _configured_client(server: OAuthServer, methods: list[str]) -> ClientInfo | 
     return ClientInfo(client_id, secret, method)
 
 
+def _metadata_document_client(asrv: AuthorizationServer, settings: OAuthSettings
+                              ) -> ClientInfo | None:
+    """onbehalf's metadata document URL as a public client, where `asrv` can use it.
+
+    The AS must advertise `client_id_metadata_document_supported` and accept public
+    clients (`none`), and must be able to fetch the document: an https URL, or in dev
+    a loopback one when the AS is on this machine too (the demo AS of `make dev`)."""
+    metadata = asrv.metadata
+    methods = metadata.token_endpoint_auth_methods_supported
+    if metadata.client_id_metadata_document_supported is not True or (
+        methods is not None and "none" not in methods
+    ):
+        return None
+    try:
+        url = client_id_url(settings)
+    except SettingsError as exc:
+        raise OAuthProblem(str(exc), 500) from None
+    reachable = urlsplit(url).scheme == "https" or (
+        _dev(settings) and is_loopback_url(url) and is_loopback_url(asrv.issuer)
+    )
+    return ClientInfo(url, None, "none") if reachable else None
+
+
+def _issued_to_document(client_id: str, settings: OAuthSettings) -> ClientInfo | None:
+    """The tokens' client as onbehalf's metadata document: a public client, nothing stored.
+
+    Where ONBEHALF_PUBLIC_URL is not set (the operator's CLI) the document is recognised
+    by its path; a wrong guess costs only a refused revocation (there is no secret)."""
+    try:
+        ours = client_id_url(settings)
+    except SettingsError:
+        ours = client_id if urlsplit(client_id).path.endswith(CLIENT_METADATA_PATH) else None
+    return ClientInfo(client_id, None, "none") if client_id == ours else None
+
+
 async def _issued_to(server: OAuthServer, asrv: AuthorizationServer, tokens: StoredTokens,
                      settings: OAuthSettings) -> ClientInfo | None:
     """The client `tokens` were issued to, to authenticate as at the AS; never a new one.
 
     Only the browser flow needs the redirect URI (ONBEHALF_PUBLIC_URL). A registration is
     kept under the redirect URI it was made for, so where that URL is not set (the
-    operator's `onbehalf connections delete`) it is found by the tokens' client_id."""
+    operator's `onbehalf connections delete`) it is found by the tokens' client_id; no
+    registration has it when the tokens were issued to onbehalf's metadata document."""
     methods = asrv.metadata.token_endpoint_auth_methods_supported or ["client_secret_basic"]
     configured = _configured_client(server, methods)
     if configured is not None and configured.client_id == tokens.client_id:
@@ -216,7 +264,7 @@ async def _issued_to(server: OAuthServer, asrv: AuthorizationServer, tokens: Sto
         known = await oauth_store().registration_of(server.name, tokens.issuer,
                                                     tokens.client_id)
     if known is None:
-        return None
+        return _issued_to_document(tokens.client_id, settings)
     return ClientInfo(known["client_id"], known.get("client_secret"),
                       known.get("token_endpoint_auth_method") or "none")
 
@@ -233,14 +281,7 @@ async def _register(
         )
     method = next((m for m in ("client_secret_basic", "client_secret_post", "none")
                    if m in methods), "none")
-    metadata = OAuthClientMetadata(
-        redirect_uris=[settings.redirect_uri],  # type: ignore[list-item]
-        token_endpoint_auth_method=method,  # type: ignore[arg-type]
-        grant_types=["authorization_code", "refresh_token"],
-        response_types=["code"],
-        client_name="onbehalf",
-        scope=asrv.scope,
-    )
+    metadata = client_metadata(settings.redirect_uri, auth_method=method, scope=asrv.scope)
     try:
         async with guarded_client(dev=_dev(settings)) as http:
             response = await http.post(

@@ -21,6 +21,7 @@ import json
 import socket
 import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -67,6 +68,15 @@ def check_url(url: str | httpx.URL, *, dev: bool) -> httpx.URL:
         if reason:
             raise OutboundRefused(f"{parsed.copy_with(query=None)} points at {reason}")
     return parsed
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether `url` names this machine (`localhost`, `*.localhost`, a loopback address)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    literal = _ip_literal(host)
+    return literal is not None and literal.is_loopback
 
 
 def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -1,14 +1,16 @@
 """The OAuth routes of DESIGN.md §8, on the LangGraph server through `http.app`.
 
 Custom routes are not behind the server's `@auth.authenticate`, so every route
-but the callback verifies the caller's bearer JWT itself, with the same
-verifier as the server edge. The callback is a browser redirect from the
-authorization server and carries no JWT: `state` finds the flow, and it only
-*holds* the code until the user who started the flow confirms.
+but the callback and the client metadata document verifies the caller's bearer
+JWT itself, with the same verifier as the server edge. The callback is a browser
+redirect from the authorization server and carries no JWT: `state` finds the
+flow, and it only *holds* the code until the user who started the flow confirms.
+The client metadata document is public by design: authorization servers fetch it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import logging
@@ -27,7 +29,13 @@ from onbehalf.oauth.accounts import (
     disconnect,
     hold_callback,
     oauth_server,
+    oauth_settings,
     oauth_store,
+)
+from onbehalf.oauth.client_metadata import (
+    CACHE_CONTROL,
+    CLIENT_METADATA_PATH,
+    client_metadata_document,
 )
 from onbehalf.redis_store import StoreError
 from onbehalf.servers import OAuthAuth, ServersFileError, load_servers_config
@@ -110,6 +118,19 @@ async def callback(request: Request) -> Response:
     return RedirectResponse(target, status_code=303, headers=_PRIVATE)
 
 
+async def metadata_document(request: Request) -> Response:
+    """onbehalf's Client ID Metadata Document: public, cacheable, the same bytes every time."""
+    try:
+        body = client_metadata_document(oauth_settings())
+    except SettingsError as exc:
+        return _json({"detail": f"no client metadata document here: {exc}"}, 404)
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"cache-control": CACHE_CONTROL, "etag": etag, "x-content-type-options": "nosniff"}
+    if etag in (tag.strip() for tag in request.headers.get("if-none-match", "").split(",")):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
 async def confirm(request: Request) -> Response:
     """Only the user who started the flow, holding its one-time secret, completes it."""
     flow_id = request.path_params["flow"]
@@ -160,6 +181,7 @@ async def delete_connection(request: Request) -> Response:
 
 routes = [
     Route("/oauth/callback", callback, methods=["GET"]),
+    Route(CLIENT_METADATA_PATH, metadata_document, methods=["GET"]),
     Route("/oauth/flows/{flow}/confirm", confirm, methods=["POST"]),
     Route("/connections", list_connections, methods=["GET"]),
     Route("/connections/{server}", delete_connection, methods=["DELETE"]),

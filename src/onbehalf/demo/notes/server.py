@@ -5,6 +5,11 @@ token with PKCE and client authentication, RFC 7591 registration, RFC 7009
 revocation, RFC 8414 metadata) over a provider written here, with what hosted
 servers do and the SDK leaves to providers:
 
+- Client ID Metadata Documents (MCP 2025-11-25), when `client_id_metadata_documents`
+  is on (`onbehalf notes-mcp` turns it on): the metadata advertises
+  `client_id_metadata_document_supported`, and a `client_id` that is a URL is fetched
+  (`ClientDocuments`) instead of looked up among registrations; off, the AS knows
+  registered clients only. Registration requests are recorded (`application_type`);
 - a sign-in-and-consent page (`/consent`): pick the account (alice or bob) and allow;
 - `iss` in every authorization response (RFC 9207), advertised in the metadata;
 - rotating refresh tokens with reuse detection: a refresh token presented a
@@ -27,14 +32,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import html
+import json
+import re
 import secrets
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
+import httpx
+from mcp.server.auth.handlers.register import RegistrationHandler
 from mcp.server.auth.middleware.client_auth import AuthenticationError, ClientAuthenticator
 from mcp.server.auth.provider import (
     AccessToken,
@@ -48,7 +57,7 @@ from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, Re
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.server import Context
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
-from pydantic import AnyHttpUrl
+from pydantic import AnyHttpUrl, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -61,6 +70,7 @@ from onbehalf.demo.tickets.server import (
     serve_until_stopped,
     url_host,
 )
+from onbehalf.oauth.guard import is_loopback_url
 
 NOTES = {"alice": ["alice-note-1", "alice-note-2"], "bob": ["bob-note-1"]}
 TEST_CLIENT_ID = "onbehalf-test"
@@ -81,19 +91,99 @@ class Grant:
     revoked: bool = False
 
 
+class DocumentClient(OAuthClientInformationFull):
+    """A client known by its metadata document, which names no scope: this AS grants a
+    document client what it asks for and the person consents to (a registration, by
+    contrast, is limited to the scope it registered)."""
+
+    def validate_scope(self, requested_scope: str | None) -> list[str] | None:
+        return None if requested_scope is None else requested_scope.split()
+
+
+class ClientDocuments:
+    """Clients known by the URL of their metadata document, fetched as the draft says.
+
+    draft-ietf-oauth-client-id-metadata-document: the `client_id` is an https URL with
+    a path (here also http to loopback: the tests and `make dev` serve onbehalf there),
+    no fragment and no credentials; the document must be a JSON object whose
+    `client_id` is that URL exactly, with `redirect_uris`, and no shared secret (a
+    public client). The SDK's authorize handler then requires the request's
+    `redirect_uri` to be one of the document's. A document is kept as long as its
+    `Cache-Control: max-age` says, and not at all under `no-store`.
+    """
+
+    MAX_BYTES = 64 * 1024
+
+    def __init__(self, world: NotesWorld) -> None:
+        self.world = world
+        self.cache: dict[str, tuple[float, OAuthClientInformationFull]] = {}
+
+    @staticmethod
+    def is_document_url(client_id: str) -> bool:
+        parts = urlsplit(client_id)
+        fetchable = parts.scheme == "https" or (
+            parts.scheme == "http" and is_loopback_url(client_id))
+        return (fetchable and parts.path not in ("", "/") and not parts.fragment
+                and not parts.username and not parts.password)
+
+    async def client(self, url: str) -> OAuthClientInformationFull | None:
+        known = self.cache.get(url)
+        if known is not None and known[0] > time.monotonic():
+            return known[1]
+        fetched = await self._fetch(url)
+        if fetched is None:
+            self.world.hit("client_metadata_refused")
+            return None
+        client, max_age = fetched
+        if max_age > 0:
+            self.cache[url] = (time.monotonic() + max_age, client)
+        return client
+
+    async def _fetch(self, url: str) -> tuple[OAuthClientInformationFull, int] | None:
+        """The client the document at `url` describes, and how long to keep it; or None."""
+        self.world.hit("client_metadata_fetch")
+        try:
+            async with httpx.AsyncClient(follow_redirects=False, timeout=5) as http:
+                answer = await http.get(url, headers={"Accept": "application/json"})
+            if answer.status_code != 200 or len(answer.content) > self.MAX_BYTES:
+                return None
+            document = answer.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        if not isinstance(document, dict):
+            return None
+        self.world.client_documents.append(document)
+        public = document.get("token_endpoint_auth_method", "none") == "none" and not (
+            {"client_secret", "client_secret_expires_at"} & document.keys())
+        if document.get("client_id") != url or not document.get("redirect_uris") or not public:
+            return None
+        try:
+            client = DocumentClient.model_validate(
+                {**document, "token_endpoint_auth_method": "none"})
+        except ValidationError:
+            return None
+        control = answer.headers.get("cache-control", "")
+        found = re.search(r"max-age=(\d+)", control)
+        max_age = 0 if "no-store" in control or not found else int(found.group(1))
+        return client, max_age
+
+
 class Provider:
     """`OAuthAuthorizationServerProvider` with consent, rotation and reuse detection."""
 
     def __init__(self, world: NotesWorld) -> None:
         self.world = world
         self.clients: dict[str, OAuthClientInformationFull] = {}
-        self.pending: dict[str, tuple[str, AuthorizationParams]] = {}
+        self.documents = ClientDocuments(world)
+        self.pending: dict[str, tuple[OAuthClientInformationFull, AuthorizationParams]] = {}
         self.codes: dict[str, tuple[AuthorizationCode, str]] = {}
         self.grants: list[Grant] = []
         self.access: dict[str, tuple[AccessToken, Grant]] = {}
         self.lock = threading.Lock()
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
+        if self.world.client_id_metadata_documents and self.documents.is_document_url(client_id):
+            return await self.documents.client(client_id)
         return self.clients.get(client_id)
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
@@ -107,16 +197,16 @@ class Provider:
         self.world.hit("authorize")
         self.world.redirect_uris_seen.append(str(params.redirect_uri))
         request_id = secrets.token_urlsafe(12)
-        self.pending[request_id] = (client.client_id or "", params)
+        self.pending[request_id] = (client, params)
         return f"{self.world.as_url}/consent?req={request_id}"
 
     def approve(self, request_id: str, account: str) -> str:
-        client_id, params = self.pending.pop(request_id)
+        client, params = self.pending.pop(request_id)
         code = secrets.token_urlsafe(24)
         self.world.seen_secrets.add(code)
         self.codes[code] = (AuthorizationCode(
             code=code, scopes=params.scopes or [], expires_at=time.time() + 300,
-            client_id=client_id, code_challenge=params.code_challenge,
+            client_id=client.client_id or "", code_challenge=params.code_challenge,
             redirect_uri=params.redirect_uri,
             redirect_uri_provided_explicitly=params.redirect_uri_provided_explicitly,
             resource=params.resource, subject=account,
@@ -265,11 +355,17 @@ class NotesWorld:
     access_ttl: int = 3600
     issue_iss: bool = True
     hostile_resource_metadata: str | None = None
+    client_id_metadata_documents: bool = False
+    """Advertise and accept Client ID Metadata Documents (else registered clients only)."""
     client_id: str = TEST_CLIENT_ID
     client_secret: str = TEST_CLIENT_SECRET
     revoked: list[str] = field(default_factory=list)
     seen_secrets: set[str] = field(default_factory=set)
     redirect_uris_seen: list[str] = field(default_factory=list)
+    application_types: list[str | None] = field(default_factory=list)
+    """The `application_type` of each registration request, as sent (None: absent)."""
+    client_documents: list[dict[str, Any]] = field(default_factory=list)
+    """Every client metadata document fetched, as received."""
     counts: Counter[str] = field(default_factory=Counter)
     provider: Provider = field(init=False)
 
@@ -327,6 +423,8 @@ def as_routes(world: NotesWorld) -> list[Any]:
     metadata["authorization_response_iss_parameter_supported"] = True
     metadata["token_endpoint_auth_methods_supported"] = [
         "client_secret_basic", "client_secret_post", "none"]
+    if world.client_id_metadata_documents:
+        metadata["client_id_metadata_document_supported"] = True
 
     async def as_metadata(request: Request) -> Response:
         world.hit("metadata")
@@ -339,11 +437,14 @@ def as_routes(world: NotesWorld) -> list[Any]:
         if pending is None:
             return HTMLResponse(_page("Unknown request", "<p>This sign-in request is unknown "
                                       "or was already answered.</p>"), status_code=400)
-        client = world.provider.clients[pending[0]]
-        name = html.escape(client.client_name or client.client_id or "?")
+        client = pending[0]
+        name = client.client_name or client.client_id or "?"
+        # a metadata document names itself: the page also shows where it was fetched from
+        source = (f" <span class=dim>({html.escape(urlsplit(client.client_id).netloc)})</span>"
+                  if world.provider.documents.is_document_url(client.client_id or "") else "")
         accounts = "".join(f"<option value={a}>{a}</option>" for a in NOTES)
         return HTMLResponse(_page(f"Authorize {name}", (
-            f"<p><b>{name}</b> asks to read your notes, acting as you.</p>"
+            f"<p><b>{html.escape(name)}</b>{source} asks to read your notes, acting as you.</p>"
             "<form method=post action=/consent>"
             f"<input type=hidden name=req value={html.escape(request_id)}>"
             "<p><label>Sign in to Notes as <input id=account name=account list=accounts "
@@ -368,6 +469,17 @@ def as_routes(world: NotesWorld) -> list[Any]:
         return RedirectResponse(world.provider.approve(request_id, account), status_code=302)
 
     authenticator = ClientAuthenticator(world.provider)  # type: ignore[arg-type]
+    registrar = RegistrationHandler(world.provider, registration)  # type: ignore[arg-type]
+
+    async def register(request: Request) -> Response:
+        """The SDK's RFC 7591 handler, after noting the `application_type` the client sent."""
+        try:
+            body = json.loads(await request.body())  # the handler reads the same cached body
+        except ValueError:
+            body = None
+        world.application_types.append(
+            body.get("application_type") if isinstance(body, dict) else None)
+        return await registrar.handle(request)
 
     async def revoke(request: Request) -> Response:
         """RFC 7009 (the SDK's handler insists on a client_secret form field even with Basic)."""
@@ -393,6 +505,7 @@ def as_routes(world: NotesWorld) -> list[Any]:
     routes = [
         Route("/.well-known/oauth-authorization-server", as_metadata, methods=["GET"]),
         Route("/revoke", revoke, methods=["POST"]),
+        Route("/register", register, methods=["POST"]),
         Route("/consent", consent_page, methods=["GET"]),
         Route("/consent", consent, methods=["POST"]),
         *create_auth_routes(world.provider, issuer, None, registration, revocation),  # type: ignore[arg-type]
@@ -442,7 +555,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host: str = args.host
     sock = bind_listening_socket(host, args.port)
     origin = f"http://{url_host(host)}:{sock.getsockname()[1]}"
-    world = NotesWorld(as_url=origin, mcp_url=f"{origin}{MCP_PATH}")
+    world = NotesWorld(as_url=origin, mcp_url=f"{origin}{MCP_PATH}",
+                       client_id_metadata_documents=True)
     print(f"notes MCP server (demo OAuth: accounts {', '.join(NOTES)}) on {world.mcp_url}",
           flush=True)
     return serve_until_stopped(rs_app(world, with_authorization_server=True), sock)
