@@ -428,8 +428,9 @@ def _connect_in_browser(browser: Any, server: LangGraphServer, world: OAuthWorld
     consent.click("#allow")
     # AS -> onbehalf's callback -> the console's confirm step; a new tab signs in first
     consent.wait_for_url(f"{server.url}/console**")
-    if consent.is_visible("#signin-form"):
-        _sign_in(consent, "alice")
+    consent.check("input[name=user][value=alice]")  # the new tab signs in first
+    consent.click("#signin-form button[type=submit]")
+    consent.get_by_role("button", name="Confirm").click()  # says what it connects, then asks
     consent.wait_for_selector("#notice:has-text('Account connected')", timeout=30000)
     assert "confirm=" not in consent.url, "the one-time secret stayed in the address bar"
     assert status_now(server, "alice") == "connected"

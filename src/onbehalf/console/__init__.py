@@ -3,15 +3,19 @@
 Exists only with `ONBEHALF_DEV_CONSOLE=1` and never with `ONBEHALF_ENV=production`;
 every route answers 404 otherwise (checked on each request, fail closed). The token
 route mints a dev JWT with the dev secret for loopback clients only; the page keeps it
-in sessionStorage and sends it only as the Authorization header.
+in sessionStorage and sends it only as the Authorization header. As the confirm page of
+§8 it first asks the flow route which server a held connection is for, so that the
+person reads what they are about to connect before they press Confirm.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 from starlette.requests import Request
@@ -20,8 +24,13 @@ from starlette.routing import Route
 
 from onbehalf.cli_errors import CliError
 from onbehalf.dev_tokens import mint_dev_token
-from onbehalf.oauth.routes import unlogged_query
+from onbehalf.jwt_auth import InvalidToken
+from onbehalf.oauth.accounts import OAuthProblem, oauth_store
+from onbehalf.oauth.routes import caller_identity, configured_oauth_servers, unlogged_query
+from onbehalf.oauth.store import digest
+from onbehalf.redis_store import StoreError
 from onbehalf.servers import ServersFileError, load_servers_config
+from onbehalf.settings import SettingsError
 
 STATIC = Path(__file__).parent / "static"
 _FILES = {"console.js": "text/javascript", "console.css": "text/css"}
@@ -96,6 +105,15 @@ async def static(request: Request) -> Response:
     return FileResponse(STATIC / name, media_type=_FILES[name], headers=_NO_STORE)
 
 
+async def _json_object(request: Request) -> dict[str, object] | None:
+    """The request's JSON object body (`{}` when empty), or None for anything else."""
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 async def token(request: Request) -> Response:
     """Mint a dev JWT (as `onbehalf token`): dev console on, loopback clients only."""
     if not console_enabled():
@@ -107,11 +125,8 @@ async def token(request: Request) -> Response:
         # another site open in the developer's browser is loopback too: never mint for it
         return JSONResponse({"detail": "the dev sign-in answers the console's own page only"},
                             status_code=403)
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
+    body = await _json_object(request)
+    if body is None:
         return JSONResponse({"detail": "send JSON {\"user\": ..., \"scopes\": [...]}"},
                             status_code=400)
     user = body.get("user")
@@ -152,10 +167,45 @@ async def servers(request: Request) -> Response:
     return JSONResponse({"servers": out}, headers=_NO_STORE)
 
 
+async def flow(request: Request) -> Response:
+    """Which server a held connection is for, to the signed-in holder of its confirm secret.
+
+    Read-only (the flow stays held: only the confirm route spends it); no identity check
+    here, because refusing another user's link is the confirm route's job and its message
+    is the one the person must read."""
+    if not console_enabled():
+        return _not_found()
+    try:
+        await caller_identity(request)
+    except InvalidToken as exc:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=_NO_STORE)
+    secret = (await _json_object(request) or {}).get("confirm")
+    if not isinstance(secret, str) or not secret:
+        return JSONResponse({"detail": 'send JSON {"confirm": "<the secret from the link>"}'},
+                            status_code=400, headers=_NO_STORE)
+    try:
+        held = await oauth_store().peek_held(request.path_params["flow"])
+        servers = configured_oauth_servers()
+    except (StoreError, SettingsError, OAuthProblem) as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers=_NO_STORE)
+    if (held is None or held["expires_at"] <= time.time()
+            or not hmac.compare_digest(held["confirm"], digest(secret))):
+        return JSONResponse(
+            {"detail": "this connect link is unknown, already used or expired: nothing was "
+                       "connected; ask the agent for a new link"},
+            status_code=404, headers=_NO_STORE)
+    server = servers.get(held["server"])
+    return JSONResponse({"server": held["server"],
+                         "description": server.description if server else None},
+                        headers=_NO_STORE)
+
+
 routes = [
     Route("/console", page, methods=["GET"]),
     Route("/console/", page, methods=["GET"]),
     Route("/console/static/{name}", static, methods=["GET"]),
     Route("/console/api/token", token, methods=["POST"]),
     Route("/console/api/servers", servers, methods=["GET"]),
+    Route("/console/api/flows/{flow}", flow, methods=["POST"]),
 ]

@@ -15,7 +15,9 @@ module decides, for that call:
   account, during a call or when its session opens, drops the credential only
   if unchanged (compare-and-delete) and pauses the run with the
   `reconnect_account` interrupt (`revoke_and_pause`);
-- the audit outcome, and the bound on the result the conversation keeps.
+- the audit outcome, and the bound on the result the conversation keeps;
+- what the run's stream is told: an `mcp_tool` custom event when the call starts on its
+  server and another with the audit outcome when it ends (`announce`).
 
 The graph's own `tool_interceptors` (langchain-mcp-adapters' `ToolCallInterceptor`,
 given to `McpToolsMiddleware`) run inside this, around the MCP request itself.
@@ -123,7 +125,8 @@ async def run_mcp_tool_call(
     """One MCP tool call of a run, with its audit record, whatever happens."""
     call = request.tool_call
     started = time.perf_counter()
-    audit: dict[str, Any] = {"identity": "?", "server": None, "outcome": "failed"}
+    audit: dict[str, Any] = {"identity": "?", "server": None, "tool": call["name"],
+                             "outcome": "failed"}
     try:
         return await _call(request, handler, runtime, config, scope_of, audit)
     except BaseException as exc:
@@ -133,7 +136,7 @@ async def run_mcp_tool_call(
             audit["outcome"] = "failed"
         raise
     finally:
-        record_tool_call(
+        record = record_tool_call(
             identity=str(audit["identity"]),
             coordinates=run_coordinates(config, runtime),
             server=audit["server"],
@@ -141,6 +144,7 @@ async def run_mcp_tool_call(
             outcome=audit["outcome"],
             started=started,
         )
+        announce(call, record.server, audit["tool"], record.outcome, record.latency_ms)
 
 
 async def _call(
@@ -158,7 +162,8 @@ async def _call(
             audit["outcome"] = "not_allowed"
             why = "".join(f" {reason}." for reason in scope.unavailable.values())
             return tool_error(call, f"tool {call['name']!r} is not available to you here.{why}")
-        audit["server"] = bound.server
+        audit["server"], audit["tool"] = bound.server, bound.mcp_tool.name
+        announce(call, bound.server, bound.mcp_tool.name, "running", None)
         if not scope.belongs_to(user):
             audit["outcome"] = "refused"
             return tool_error(call, "your credentials changed during this run: retry")
@@ -246,6 +251,27 @@ class SessionFailed(Exception):
 
     def __init__(self, server: str) -> None:
         super().__init__(f"the session to {server!r} failed")
+
+
+def announce(
+    call: dict[str, Any], server: str | None, tool: str, outcome: str, latency_ms: float | None
+) -> None:
+    """Tell the run's stream which MCP server runs this call, and how the call went.
+
+    The custom event `mcp_tool` (DESIGN.md §8.1): "running" once the server is known,
+    then the audit outcome when the call ends. `tool` is the server's own name for it;
+    `name`, the model's, only where the two differ (a `<server>_` prefix). Never the
+    arguments, the result or a credential."""
+    writer = _stream_writer()
+    if writer is None:
+        return
+    event: dict[str, Any] = {"type": "mcp_tool", "server": server, "tool": tool,
+                             "tool_call_id": call.get("id"), "outcome": outcome,
+                             "latency_ms": latency_ms}
+    if call["name"] != tool:
+        event["name"] = call["name"]
+    with contextlib.suppress(Exception):  # a closed stream must not fail the call
+        writer(event)
 
 
 def _stream_writer() -> StreamWriter | None:

@@ -1,11 +1,17 @@
 // onbehalf dev console (DESIGN.md §9). The token lives in sessionStorage only and is sent
 // only as the Authorization header; never in a URL, a cookie or a request body.
 const KEY = "onbehalf.console.session";
+const SERVERS_KEY = "onbehalf.console.servers";  // tool_call_id -> its server, for this tab
 const $ = (id) => document.getElementById(id);
 let session = null;
-let toolServer = {};
 let currentThread = null;
 let busy = false;
+let cards = {};  // tool_call_id -> the open thread's tool cards (a resumed run ends them)
+const ENDED_WELL = new Set(["ok"]);
+const NOT_ENDED = new Set(["running", "paused"]);
+// a connect link this page was opened with (DESIGN.md §8): kept in memory only, never sent
+// anywhere before the person has read what it connects and pressed Confirm
+let pendingFlow = takeFlowFromUrl();
 
 class ApiError extends Error {
   constructor(status, detail) { super(detail); this.status = status; }
@@ -23,22 +29,31 @@ function loadSession() {
   return session;
 }
 
+function show(view) {  // "signin", "confirm" or "app": one at a time, the others hidden
+  for (const id of ["signin", "confirm", "app"]) $(id).hidden = id !== view;
+  $("who").hidden = !session;
+}
+
 function signOut(message) {
   sessionStorage.removeItem(KEY);
+  sessionStorage.removeItem(SERVERS_KEY);
   session = null;
   currentThread = null;
+  cards = {};
   $("log").replaceChildren();
   $("threads").replaceChildren();
   $("thread-info").textContent = "";
-  $("app").hidden = true;
-  $("who").hidden = true;
-  $("signin").hidden = false;
+  $("who-name").textContent = "";
+  $("signin-h").textContent = pendingFlow ? "Sign in to connect an account" : "Sign in as a dev user";
+  $("signin-why").hidden = !pendingFlow;
+  show("signin");
   notice(message || "", message ? "error" : "info");
 }
 
 async function api(method, path, body) {
+  if (!session) { signOut(); throw new ApiError(401, "not signed in"); }  // never sent without
   const headers = { Accept: "application/json" };
-  if (session) headers.Authorization = `Bearer ${session.token}`;
+  headers.Authorization = `Bearer ${session.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (!resp.ok) throw await failure(resp);
@@ -78,17 +93,17 @@ async function signIn(event) {
 }
 
 async function start() {
-  $("signin").hidden = true;
-  $("app").hidden = false;
-  $("who").hidden = false;
   $("who-name").textContent = `signed in as ${session.user} (${session.scopes.join(" ") || "no scopes"})`;
   notice("");
-  await loadServers();
-  const params = new URLSearchParams(location.search);
-  if (params.get("flow") && params.get("confirm")) await confirmFlow(params.get("flow"), params.get("confirm"));
+  if (pendingFlow) await askToConfirm(); else await openApp();
+}
+
+async function openApp() {
+  show("app");
   await listThreads();
   const wanted = threadFromUrl();
   if (wanted) await openThread(wanted);
+  if (!$("app").hidden) $("message").focus();
 }
 
 function threadFromUrl() {
@@ -96,38 +111,86 @@ function threadFromUrl() {
   return hash.get("thread") || new URLSearchParams(location.search).get("thread");
 }
 
-async function loadServers() {
-  toolServer = {};
-  try {
-    const data = await (await fetch("/console/api/servers")).json();
-    for (const [name, cfg] of Object.entries(data.servers || {})) {
-      for (const tool of cfg.tools || []) toolServer[tool] = name;
-      toolServer[`__server:${name}`] = name;
-    }
-  } catch { /* cards then show the server as unknown */ }
+// --- the confirm step of a connection (DESIGN.md §8): say what, for whom; Confirm or Cancel
+
+function takeFlowFromUrl() {
+  const params = new URLSearchParams(location.search);
+  const flow = params.get("flow");
+  const secret = params.get("confirm");
+  // the one-time secret leaves the address bar (and the history entry) at once
+  if (flow || secret) history.replaceState(null, "", `/console${location.hash}`);
+  return flow && secret ? { flow, secret } : null;
 }
 
-function serverOf(tool) {
-  if (toolServer[tool]) return toolServer[tool];
-  for (const key of Object.keys(toolServer)) {
-    const name = key.startsWith("__server:") ? key.slice(9) : null;
-    if (name && tool.startsWith(`${name}_`)) return name;
-  }
-  const names = Object.keys(toolServer).filter((k) => k.startsWith("__server:"));
-  return names.length === 1 ? names[0].slice(9) : "?";
+function strong(text) {
+  const b = document.createElement("strong");
+  b.textContent = text;
+  return b;
 }
 
-async function confirmFlow(flow, secret) {
-  history.replaceState(null, "", "/console");  // the secret leaves the address bar at once
+function confirmStep({ what, ask = false, result = "", failed = false, done = false }) {
+  if (what !== undefined) $("confirm-what").replaceChildren(...[].concat(what));
+  $("confirm-note").hidden = !ask;
+  $("confirm-actions").hidden = !ask;
+  $("confirm-yes").disabled = $("confirm-no").disabled = !ask;
+  const r = $("confirm-result");
+  r.textContent = result;
+  r.className = failed ? "error" : "";
+  r.hidden = !result;
+  $("confirm-done").hidden = !done;
+}
+
+function refusal(err) {
+  if (err.status === 404 && err.message === "Not Found") return "Not connected: this connect link is unknown or expired.";
+  return `Not connected: ${err.message}`;
+}
+
+async function askToConfirm() {
+  const { flow, secret } = pendingFlow;
+  show("confirm");
+  confirmStep({ what: "Checking the connect link…" });
+  let info;
   try {
-    await api("POST", `/oauth/flows/${encodeURIComponent(flow)}/confirm`, { confirm: secret });
-    notice("Account connected. Go back to your thread and press Resume.");
+    info = await (await api("POST", `/console/api/flows/${encodeURIComponent(flow)}`, { confirm: secret })).json();
   } catch (err) {
-    if (err.status === 404) notice("This connect link is unknown or expired (or this server has no OAuth routes yet).", "error");
-    else if (err.status === 403) notice("This connect link was started by another user: nothing was stored.", "error");
-    else if (err.status !== 401) notice(explain(err), "error");
+    if (err.status === 401) return;  // signed out: the sign-in form asks again, the link waits
+    pendingFlow = null;
+    confirmStep({ what: "Nothing was connected.", result: refusal(err), failed: true, done: true });
+    return;
   }
+  const what = info.description ? ` (${info.description})` : "";
+  confirmStep({ ask: true, what: ["Connect your ", strong(info.server), ` account${what} as `,
+    strong(session.user), ", so that agents can use it on your behalf?"] });
+  $("confirm-yes").focus();
 }
+
+async function confirmFlow() {
+  if (!pendingFlow || !session) return;
+  const { flow, secret } = pendingFlow;
+  confirmStep({ ask: false });
+  let out;
+  try {
+    out = await (await api("POST", `/oauth/flows/${encodeURIComponent(flow)}/confirm`, { confirm: secret })).json();
+  } catch (err) {
+    if (err.status === 401) return;  // not spent: sign in again, then confirm
+    pendingFlow = null;  // one try: the server forgets the link whatever else it answered
+    confirmStep({ result: refusal(err), failed: true, done: true });
+    $("confirm-done").focus();
+    return;
+  }
+  pendingFlow = null;
+  confirmStep({ result: `Connected: ${out.server} is connected for ${session.user}. Go back to your thread and press Resume; you can close this tab.`, done: true });
+  notice("Account connected. Go back to your thread and press Resume.");
+  $("confirm-done").focus();
+}
+
+function cancelFlow() {
+  pendingFlow = null;  // nothing was sent: the held connection expires unused
+  confirmStep({ what: "Cancelled: nothing was connected.", done: true });
+  $("confirm-done").focus();
+}
+
+// --- threads and the conversation
 
 async function listThreads() {
   let threads = [];
@@ -165,6 +228,7 @@ function textOf(content) {
 
 async function openThread(id) {
   $("log").replaceChildren();
+  cards = {};
   currentThread = null;
   let thread;
   try {
@@ -179,7 +243,9 @@ async function openThread(id) {
   try {
     const state = await (await api("GET", `/threads/${encodeURIComponent(id)}/state`)).json();
     renderHistory(state.values?.messages || []);
-    for (const task of state.tasks || []) for (const i of task.interrupts || []) renderInterrupt(i.value);
+    const pauses = (state.tasks || []).flatMap((task) => task.interrupts || []);
+    if (pauses.length) pauseRunning();
+    for (const i of pauses) renderInterrupt(i.value);
   } catch (err) { if (err.status !== 401) notice(explain(err), "error"); }
   for (const a of $("threads").querySelectorAll("a")) {
     if (a.dataset.thread === id) a.setAttribute("aria-current", "true"); else a.removeAttribute("aria-current");
@@ -187,49 +253,107 @@ async function openThread(id) {
 }
 
 function renderHistory(messages) {
-  const cards = {};
   for (const m of messages) {
     if (m.type === "human") item("human", textOf(m.content));
     else if (m.type === "ai") {
       if (textOf(m.content)) item("ai", textOf(m.content));
-      for (const call of m.tool_calls || []) cards[call.id] = toolCard(call);
+      for (const call of m.tool_calls || []) toolCard(call, false);
     } else if (m.type === "tool") finishCard(cards[m.tool_call_id], m);
   }
 }
 
-function toolCard(call) {
+function span(cls, text = "") {
+  const s = document.createElement("span");
+  s.className = cls;
+  s.textContent = text;
+  return s;
+}
+
+// A tool card reads "<server> / <tool> / <outcome>": the server and the outcome come from the
+// run's `mcp_tool` events. Before the first one "…"; a tool that is no MCP server's
+// (connect_account, a graph's own) and a call of an earlier page load show no server.
+function toolCard(call, live) {
+  if (cards[call.id]) return cards[call.id];
   const li = item("tool");
   const head = document.createElement("div");
   head.className = "head";
-  const server = serverOf(call.name);
-  head.append(`${server} / ${call.name} / `);
-  const status = document.createElement("span");
-  status.className = "running";
-  status.textContent = "running";
-  head.append(status);
-  const latency = document.createElement("span");
-  latency.className = "dim";
-  head.append(latency);
+  const server = span("server", "…");
+  const where = span("where");
+  where.append(server, " / ");
+  const tool = span("name", call.name);
+  const status = span("running", "running");
+  const latency = span("dim");
+  head.append(where, tool, " / ", status, latency);
   const args = document.createElement("pre");
   args.textContent = `args ${JSON.stringify(call.args || {})}`;
   const progress = document.createElement("div");
   progress.className = "dim";
+  progress.hidden = true;
   const result = document.createElement("pre");
   li.append(head, args, progress, result);
+  li.dataset.name = call.name;
   li.dataset.tool = call.name;
-  li.dataset.server = server;
-  return { li, status, latency, result, progress, started: performance.now(), name: call.name };
+  const card = { li, where, server, tool, status, latency, result, progress, outcome: null };
+  cards[call.id] = card;
+  const known = learned()[call.id];
+  if (known) nameServer(card, known);
+  else where.hidden = !live;
+  return card;
+}
+
+function nameServer(card, { server, tool }) {
+  card.tool.textContent = tool;
+  card.li.dataset.tool = tool;
+  card.where.hidden = !server;  // a call that never reached a server (not allowed, expired)
+  if (server) { card.server.textContent = server; card.li.dataset.server = server; }
+}
+
+function setStatus(card, outcome) {
+  card.status.textContent = outcome;
+  card.status.className = NOT_ENDED.has(outcome) ? outcome : ENDED_WELL.has(outcome) ? "ok" : "error";
+  if (NOT_ENDED.has(outcome)) delete card.li.dataset.outcome; else card.li.dataset.outcome = outcome;
+}
+
+// What the `mcp_tool` events said about each call, kept for this tab (reloads included):
+// the thread's messages do not say which server ran a call.
+function learned() {
+  try { return JSON.parse(sessionStorage.getItem(SERVERS_KEY) || "{}"); } catch { return {}; }
+}
+
+function learn(e) {
+  const known = learned();
+  known[e.tool_call_id] = { server: e.server, tool: e.tool };
+  const ids = Object.keys(known);
+  for (const id of ids.slice(0, Math.max(0, ids.length - 500))) delete known[id];
+  sessionStorage.setItem(SERVERS_KEY, JSON.stringify(known));
+}
+
+function onToolEvent(e) {
+  learn(e);
+  const card = cards[e.tool_call_id];
+  if (!card) return;
+  nameServer(card, e);
+  card.outcome = e.outcome === "running" ? null : e.outcome;
+  setStatus(card, e.outcome);
+  card.latency.textContent = typeof e.latency_ms === "number" ? ` · ${Math.round(e.latency_ms)} ms` : "";
+  if (e.outcome === "running") card.progress.hidden = true;
 }
 
 function finishCard(card, msg) {
   if (!card) return;
-  const failed = msg.status === "error";
-  card.status.className = failed ? "error" : "ok";
-  card.status.textContent = failed ? "error" : "ok";
-  card.li.dataset.outcome = card.status.textContent;
-  if (card.live) card.latency.textContent = ` · ${Math.round(performance.now() - card.started)} ms`;
+  if (!card.li.dataset.server) card.where.hidden = true;  // no MCP server ran it
+  setStatus(card, card.outcome || (msg.status === "error" ? "error" : "ok"));
   const text = textOf(msg.content);
   card.result.textContent = text.length > 600 ? `${text.slice(0, 600)}…` : text;
+}
+
+function pauseRunning() {  // the run paused for the user: its unfinished calls wait for the resume
+  for (const card of Object.values(cards)) if (card.status.textContent === "running") setStatus(card, "paused");
+  settleServers();
+}
+
+function settleServers() {  // no more events will come: a card still without a server has none
+  for (const card of Object.values(cards)) if (!card.li.dataset.server) card.where.hidden = true;
 }
 
 function renderInterrupt(value) {
@@ -283,11 +407,13 @@ async function* sse(resp) {
 
 async function newThread(event) {
   event.preventDefault();
+  if (!session) return;
   const graph = $("graph").value;
   try {
     const t = await (await api("POST", "/threads", { metadata: { graph_id: graph } })).json();
     location.hash = `thread=${t.thread_id}`;
     currentThread = { id: t.thread_id, graph };
+    cards = {};
     $("log").replaceChildren();
     $("thread-info").textContent = `thread ${t.thread_id} · graph ${graph}`;
     await listThreads();
@@ -298,7 +424,7 @@ async function newThread(event) {
 async function send(event) {
   event.preventDefault();
   const text = $("message").value.trim();
-  if (!text || busy) return;
+  if (!session || !text || busy) return;
   if (!currentThread) {
     await newThread(new Event("submit"));
     if (!currentThread) return;
@@ -317,7 +443,6 @@ async function run(payload) {
   setBusy(true);
   let finished = false;
   const thread = currentThread;
-  const cards = {};
   let answer = null;
   let answerId = null;
   try {
@@ -337,26 +462,34 @@ async function run(payload) {
         answer.textContent += t;
       } else if (mode === "updates") {
         for (const [node, update] of Object.entries(data || {})) {
-          if (node === "__interrupt__") { for (const i of update || []) renderInterrupt(i.value); continue; }
+          if (node === "__interrupt__") {
+            pauseRunning();
+            for (const i of update || []) renderInterrupt(i.value);
+            continue;
+          }
           for (const m of (update && update.messages) || []) {
             if (m.type === "ai") {
               if (textOf(m.content) && answerId !== m.id) { answer = item("ai", textOf(m.content)); answerId = m.id; }
-              for (const call of m.tool_calls || []) { cards[call.id] = toolCard(call); cards[call.id].live = true; }
+              for (const call of m.tool_calls || []) toolCard(call, true);
               answer = null; answerId = null;
             } else if (m.type === "tool") finishCard(cards[m.tool_call_id], m);
           }
         }
       } else if (mode === "custom") {
-        if (data && data.type === "mcp_progress") {
-          const card = Object.values(cards).reverse().find((c) => c.name === data.tool);
+        if (data && data.type === "mcp_tool") onToolEvent(data);
+        else if (data && data.type === "mcp_progress") {
+          const card = Object.values(cards).reverse().find((c) => c.li.dataset.server === data.server
+            && c.li.dataset.tool === data.tool && c.status.textContent === "running");
           const text = `${data.message || "working"} ${data.progress ?? ""}${data.total ? `/${data.total}` : ""}`;
-          if (card) card.progress.textContent = text; else item("dim", `${data.server}/${data.tool}: ${text}`);
+          if (card) { card.progress.textContent = text; card.progress.hidden = false; }
+          else item("dim", `${data.server} / ${data.tool}: ${text}`);
         }
       } else if (mode === "error") {
         item("failure", `The run failed: ${data?.message || data?.error || JSON.stringify(data)}`);
       }
     }
     finished = true;
+    settleServers();
   } catch (err) {
     if (err.status === 404) item("failure", "Thread not found.");
     else if (err.status !== 401) item("failure", explain(err));
@@ -386,4 +519,7 @@ $("signout").addEventListener("click", () => { history.replaceState(null, "", "/
 $("new-thread").addEventListener("submit", newThread);
 $("send").addEventListener("submit", send);
 $("other-user").addEventListener("focus", () => { document.querySelector("input[value=__other]").checked = true; });
+$("confirm-yes").addEventListener("click", () => { confirmFlow(); });
+$("confirm-no").addEventListener("click", cancelFlow);
+$("confirm-done").addEventListener("click", () => { notice(""); openApp(); });
 if (loadSession()) start(); else signOut();
