@@ -85,7 +85,8 @@ async def _wait_for_user(url: str, token: str, pause: dict[str, Any],
     """Print the link; come back when the account is connected (what resuming sends)."""
     kind = pause.get("type")
     server = str(pause.get("server") or "")
-    if kind not in ("connect_account", "reconnect_account"):
+    wanted = set(pause.get("scopes") or []) if kind == "grant_scopes" else set()
+    if kind not in ("connect_account", "reconnect_account", "grant_scopes"):
         raise CliError(f"the run paused: {json.dumps(pause)[:500]} (thread {thread_id})",
                        PAUSED_EXIT_CODE)
     print(pause.get("message") or f"connect your {server!r} account")
@@ -94,7 +95,7 @@ async def _wait_for_user(url: str, token: str, pause: dict[str, Any],
     headers = {"Authorization": bearer_header(token)}
     deadline = time.monotonic() + OAuthSettings().oauth_flow_ttl_seconds
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as http:
-        listed = await _connection_state(http, server)
+        listed = await _connection(http, server)
         if listed is None:  # not an oauth server (e.g. user_secret): the user says when
             if not sys.stdin.isatty():
                 raise CliError(
@@ -103,21 +104,24 @@ async def _wait_for_user(url: str, token: str, pause: dict[str, Any],
                 )
             await asyncio.to_thread(input, "press Enter once the account is connected: ")
             return {"connected": server}
-        print(f"(waiting for {server!r} to be connected...)", file=sys.stderr, flush=True)
+        what = f"{' '.join(sorted(wanted))} to be granted on" if wanted else "to be connected"
+        print(f"(waiting for {server!r} {what}...)", file=sys.stderr, flush=True)
         while time.monotonic() < deadline:
-            if await _connection_state(http, server) == "connected":
+            entry = await _connection(http, server) or {}
+            if entry.get("status") == "connected" and wanted <= set(entry.get("scopes") or []):
                 return {"connected": server}
             await asyncio.sleep(CONNECT_POLL_SECONDS)
     raise CliError(f"{server!r} was not connected in time; resume thread {thread_id} later",
                    PAUSED_EXIT_CODE)
 
 
-async def _connection_state(http: httpx.AsyncClient, server: str) -> str | None:
+async def _connection(http: httpx.AsyncClient, server: str) -> dict[str, Any] | None:
+    """`GET /connections`'s entry for `server` (status, scopes), None for no oauth server."""
     response = await http.get("/connections")
     response.raise_for_status()
     for entry in response.json().get("connections", []):
         if entry.get("server") == server:
-            return str(entry.get("status"))
+            return dict(entry)
     return None
 
 

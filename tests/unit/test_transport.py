@@ -84,15 +84,23 @@ async def test_each_client_has_its_own_authorization_header() -> None:
 
 
 async def test_refusals_are_reported_to_the_session() -> None:
-    seen: list[int] = []
+    seen: list[tuple[int, tuple[str, ...] | None]] = []
+    answers = iter([
+        httpx.Response(401),
+        httpx.Response(403),
+        httpx.Response(403, headers={"www-authenticate": 'Bearer error="insufficient_scope", '
+                                     'scope="notes notes:write", resource_metadata="https://x"'}),
+    ])
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(401)
+        return next(answers)
 
-    client = client_factory(seen.append)()
+    client = client_factory(lambda status, scopes: seen.append((status, scopes)))()
     client._transport = httpx.MockTransport(handler)
-    await client.get("http://mcp.test/mcp")
-    assert seen == [401]
+    for _ in range(3):
+        await client.get("http://mcp.test/mcp")
+    # only a 403 insufficient_scope names what it needs (step-up)
+    assert seen == [(401, None), (403, None), (403, ("notes", "notes:write"))]
     await client.aclose()
 
 

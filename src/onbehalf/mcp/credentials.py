@@ -16,7 +16,7 @@ import contextlib
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,7 @@ class CredentialUnavailable(OnBehalfError):
 Revoke = Callable[[], Awaitable[None]]
 Connect = Callable[[], Awaitable[str]]
 Refresh = Callable[[], Awaitable[bool]]
+Grant = Callable[[Sequence[str]], Awaitable[str]]
 
 
 class AccountNotConnected(CredentialUnavailable):
@@ -94,6 +95,10 @@ class ServerCredential:
     """Starts a new connect flow and gives its link (`oauth`: a link is single use)."""
     refresh: Refresh | None = field(default=None, repr=False)
     """After a 401: refresh the tokens that were sent; False when that is not possible."""
+    grant: Grant | None = field(default=None, repr=False)
+    """Step-up (`oauth`): a new connect flow asking for these scopes too; its link."""
+    granted_scopes: tuple[str, ...] = ()
+    """The scopes the credential that was sent carries (`oauth`: as the AS granted them)."""
 
     @property
     def reconnectable(self) -> bool:
@@ -166,6 +171,9 @@ async def credential_for(name: str, server: McpServer, user: UserToken) -> Serve
         async def connect() -> str:
             return await start_flow(user.identity, account)
 
+        async def grant(scopes: Sequence[str]) -> str:
+            return await start_flow(user.identity, account, scopes)
+
         async def revoke() -> None:
             await drop_refused(user.identity, name, tokens)
 
@@ -177,7 +185,8 @@ async def credential_for(name: str, server: McpServer, user: UserToken) -> Serve
             return True
 
         return _credential(server, sent, kind=auth.type, revoke=revoke, connect=connect,
-                           refresh=refresh)
+                           refresh=refresh, grant=grant,
+                           granted_scopes=tuple((tokens.scope or "").split()))
     elif isinstance(auth, StaticAuth):
         value = os.environ.get(auth.value_env)
         if not value:
@@ -203,6 +212,9 @@ async def _oauth_tokens(name: str, account: OAuthServer, user: UserToken) -> Sto
 
         async def connect() -> str:
             return await start_flow(user.identity, account)
+
+        async def grant(scopes: Sequence[str]) -> str:
+            return await start_flow(user.identity, account, scopes)
 
         raise AccountNotConnected(name, exc.state, account.description, connect) from None
     except (OAuthProblem, StoreError) as exc:

@@ -8,19 +8,24 @@ where there is one, what the user can do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 from langchain_core.messages import ToolMessage
 
 
-def explain_refusal(server: str, status: int | None) -> str | None:
+def explain_refusal(server: str, status: int | None,
+                    missing_scopes: Sequence[str] | None = None) -> str | None:
     """What an HTTP failure of an MCP server means for the user, or None if none seen."""
     if status == 401:
         return (
             f"MCP server {server!r} no longer accepts your sign-in (401): "
             "please sign in again (re-authenticate) and retry"
         )
+    if status == 403 and missing_scopes:
+        return (f"MCP server {server!r} says you are not permitted to do this (403): it needs "
+                f"the scope {' '.join(missing_scopes)}, which your sign-in does not carry")
     if status == 403:
         return f"MCP server {server!r} says you are not permitted to do this (403)"
     if status is not None and status >= 500:
@@ -68,6 +73,19 @@ def reconnect_message(server: str, link: str | None) -> str:
         f"MCP server {server!r} no longer accepts your connected account: "
         f"reconnect it{where}, then resume this thread"
     )
+
+
+def grant_message(server: str, scopes: Sequence[str], link: str | None) -> str:
+    """What the user reads when a server needs more access than they granted (step-up)."""
+    where = f" at {link}" if link else ""
+    return (f"MCP server {server!r} needs more access for this: allow {' '.join(scopes)}"
+            f"{where}, then resume this thread")
+
+
+def asked_again(server: str, scopes: Sequence[str]) -> str:
+    """A server that asks again for scopes it was just given: reported, never looped."""
+    return (f"MCP server {server!r} asked again for {' '.join(scopes)} although you just "
+            "granted it: it does not accept this account for that tool; nothing was done")
 
 
 def tool_result(call: dict[str, Any], text: str) -> ToolMessage:

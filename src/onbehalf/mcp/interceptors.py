@@ -44,8 +44,10 @@ from onbehalf.errors import OnBehalfError, UserTokenExpired
 from onbehalf.mcp.audit import record_tool_call, run_coordinates
 from onbehalf.mcp.credentials import ServerCredential
 from onbehalf.mcp.failures import (
+    asked_again,
     describe_failure,
     explain_refusal,
+    grant_message,
     lost_during_run,
     no_answer,
     reconnect_message,
@@ -54,6 +56,7 @@ from onbehalf.mcp.failures import (
 from onbehalf.mcp.results import bound_result
 from onbehalf.mcp.run_scope import BoundTool, RunScope
 from onbehalf.mcp.tokens import UserToken, resolve_user_token
+from onbehalf.oauth.accounts import OAuthProblem, scope_union
 
 log = logging.getLogger("onbehalf.mcp")
 
@@ -100,6 +103,27 @@ async def _ask_to_reconnect(
     return tool_error(
         call, f"MCP server {server!r} refused your reconnected account again: reconnect it{where}"
     )
+
+
+async def _ask_to_grant(call: dict[str, Any], server: str, credential: ServerCredential,
+                        asked: tuple[str, ...]) -> ToolMessage:
+    """403 `insufficient_scope` on a connected account (step-up, DESIGN.md §8.1): pause with
+    `grant_scopes`, the union of what the user granted and what the server asks for, and the
+    §8 flow's link (confirm step included). The server ran nothing. Resuming runs the tool
+    node again, so the call is sent once more with the tokens the user granted; a server
+    that still refuses for scopes the user just gave it is reported, never looped."""
+    if set(asked) <= set(credential.granted_scopes):
+        return tool_error(call, asked_again(server, asked))
+    scopes = scope_union(credential.granted_scopes, asked)
+    try:
+        link = await credential.grant(scopes) if credential.grant is not None else None
+    except OAuthProblem as exc:
+        return tool_error(call, f"MCP server {server!r} needs {' '.join(asked)}, but a new "
+                          f"grant cannot be started: {exc}")
+    interrupt({"type": "grant_scopes", "server": server, "scopes": scopes,
+               "connect_url": link, "message": grant_message(server, scopes, link)})
+    # resumed, and the server refused once more within this same call: report it
+    return tool_error(call, asked_again(server, asked))
 
 
 async def _refreshed(scope: RunScope, bound: BoundTool, user: UserToken) -> bool:
@@ -208,11 +232,16 @@ async def _call(
         credential = scope.credentials.get(bound.server)
         if status == 401 and credential is not None and credential.reconnectable:
             return await _ask_to_reconnect(call, bound.server, credential)
+        missing = bound.session.missing_scopes
+        if (status == 403 and missing is not None and credential is not None
+                and credential.grant is not None):
+            return await _ask_to_grant(call, bound.server, credential, missing)
         if isinstance(exc, SessionFailed):
             detail = bound.session.transport_error or "session ended"
         else:
             detail = describe_failure(exc)
-        reason = explain_refusal(bound.server, status) or lost_during_run(bound.server, detail)
+        reason = (explain_refusal(bound.server, status, missing)
+                  or lost_during_run(bound.server, detail))
         log.warning("tool call %s on %s failed: %s", call["name"], bound.server, reason)
         return tool_error(call, reason)
     if isinstance(result, ToolMessage):

@@ -72,6 +72,8 @@ class McpSession:
         self.expires_at = expires_at
         """When the credential inside stops being valid; the pool never lends it after."""
         self.refused_status: int | None = None
+        self.missing_scopes: tuple[str, ...] | None = None
+        """What a 403 `insufficient_scope` asked for (step-up), else None."""
         self.ended_by_server = False
         """Set when the server answered 404 for this session's id: it ended the session
         (restart, idle expiry). The request it answered so was not run, so the kit sends it
@@ -98,7 +100,7 @@ class McpSession:
     def __repr__(self) -> str:  # never show the client: its connections hold credentials
         return f"McpSession(server={self.server!r}, closed={self.closed})"
 
-    def _on_refused(self, status: int) -> None:
+    def _on_refused(self, status: int, missing_scopes: tuple[str, ...] | None = None) -> None:
         if status == 404:
             # the SDK answers the waiting request with "Session terminated" itself; the
             # caller replaces the session (RunScope.renew) and sends the request again
@@ -106,6 +108,7 @@ class McpSession:
             self.broken = True
             return
         self.refused_status = status
+        self.missing_scopes = missing_scopes
         self.broken = True
         self.failed.set()
 

@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 import httpx
+from mcp.client.auth.utils import extract_field_from_www_auth, extract_scope_from_www_auth
 
 DRAIN_SECONDS = 0.5
 """How long a closed-early response may take to finish before its connection is dropped."""
@@ -85,8 +86,7 @@ class PerLoop(Generic[T]):
 
 
 _ssl_context: ssl.SSLContext | None = None
-
-StatusListener = Callable[[int], None]
+StatusListener = Callable[[int, "tuple[str, ...] | None"], None]
 ErrorListener = Callable[[str], None]
 
 
@@ -277,18 +277,29 @@ class _SessionTransport(httpx.AsyncBaseTransport):
             await self._streams.aclose()
 
 
+def insufficient_scope(response: httpx.Response) -> tuple[str, ...] | None:
+    """The scopes a 403 `insufficient_scope` challenge asks for (RFC 6750 §3.1; the MCP
+    authorization spec's step-up), else None."""
+    if response.status_code != 403:
+        return None
+    if extract_field_from_www_auth(response, "error") != "insufficient_scope":
+        return None
+    return tuple((extract_scope_from_www_auth(response) or "").split())
+
+
 def client_factory(
     on_refused: StatusListener | None = None, on_error: ErrorListener | None = None
 ) -> Callable[..., httpx.AsyncClient]:
     """An `httpx_client_factory` for langchain-mcp-adapters connections.
 
-    `on_refused` hears the status of every failed response (>= 400); `on_error`
-    hears connection failures, including a stream cut mid-response.
+    `on_refused` hears the status of every failed response (>= 400) and, for a 403
+    `insufficient_scope`, the scopes it asks for; `on_error` hears connection failures,
+    including a stream cut mid-response.
     """
 
     async def _report(response: httpx.Response) -> None:
         if on_refused is not None and response.status_code >= 400:
-            on_refused(response.status_code)
+            on_refused(response.status_code, insufficient_scope(response))
 
     def factory(
         headers: dict[str, str] | None = None,

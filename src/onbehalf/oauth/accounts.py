@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus, urlencode, urlsplit
@@ -339,8 +340,12 @@ async def _token_request(server: str, call: Any) -> dict[str, Any]:
 # --- starting, holding and confirming a connection -----------------------------------------
 
 
-async def start_flow(identity: str, server: OAuthServer) -> str:
-    """A new connect link for `identity` (the AS's authorization URL, PKCE S256, `resource`)."""
+async def start_flow(identity: str, server: OAuthServer,
+                     scopes: Sequence[str] = ()) -> str:
+    """A new connect link for `identity` (the AS's authorization URL, PKCE S256, `resource`).
+
+    `scopes` are asked for on top of the server's own (step-up, DESIGN.md §8.1: the union
+    of what the user granted and what the server asks for)."""
     settings = oauth_settings()
     try:
         redirect_uri = settings.redirect_uri
@@ -357,7 +362,8 @@ async def start_flow(identity: str, server: OAuthServer) -> str:
     verifier = generate_token(64)
     async with _oauth_client(client, settings, redirect_uri) as oauth:
         url, _ = oauth.create_authorization_url(
-            endpoint, state=state, code_verifier=verifier, scope=asrv.scope,
+            endpoint, state=state, code_verifier=verifier,
+            scope=" ".join(scope_union((asrv.scope or "").split(), scopes)) or None,
             resource=asrv.resource,
         )
     now = time.time()
@@ -375,6 +381,11 @@ async def start_flow(identity: str, server: OAuthServer) -> str:
     await oauth_store().put_flow(state, flow, verifier, settings.oauth_flow_ttl_seconds)
     log.info("connect flow started for MCP server %s", server.name)
     return url
+
+
+def scope_union(*lists: Iterable[str]) -> list[str]:
+    """Scopes in first-seen order, each once."""
+    return list(dict.fromkeys(scope for scopes in lists for scope in scopes if scope))
 
 
 async def hold_callback(params: dict[str, str]) -> str:

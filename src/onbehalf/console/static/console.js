@@ -357,7 +357,7 @@ function settleServers() {  // no more events will come: a card still without a 
 }
 
 function renderInterrupt(value) {
-  if (!value || !["connect_account", "reconnect_account"].includes(value.type)) {
+  if (!value || !["connect_account", "reconnect_account", "grant_scopes"].includes(value.type)) {
     item("interrupt", `The run paused: ${JSON.stringify(value)}`);
     return;
   }
@@ -365,7 +365,7 @@ function renderInterrupt(value) {
   const p = document.createElement("p");
   p.textContent = `${value.message || "Connect your account"} (server ${value.server})`;
   const connect = document.createElement("a");
-  connect.textContent = "Connect";
+  connect.textContent = value.type === "grant_scopes" ? "Allow" : "Connect";
   connect.target = "_blank";
   connect.rel = "noopener noreferrer";
   try {

@@ -320,6 +320,66 @@ class _Audience(TokenVerifier):
         return access
 
 
+WRITE_SCOPE = "notes:write"
+SCOPED_TOOLS = {"add_note": WRITE_SCOPE}
+"""Tools that need a scope beyond `notes`: a call without it is answered 403
+`insufficient_scope` naming what it needs (the MCP authorization spec's step-up)."""
+
+
+class _RequireScope:
+    """Answer a `tools/call` of a scoped tool with 403 `insufficient_scope` when the bearer
+    lacks the scope, before the tool runs (as hosted MCP servers do)."""
+
+    def __init__(self, app: ASGIApp, world: NotesWorld) -> None:
+        self.app, self.world = app, world
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        needed = self._needed(body)
+        if needed is not None:
+            auth = dict(scope["headers"]).get(b"authorization", b"").decode()
+            access = await self.world.provider.load_access_token(auth.partition(" ")[2])
+            if access is not None and needed not in access.scopes:
+                self.world.hit("insufficient_scope")
+                wanted = " ".join(dict.fromkeys([*access.scopes, needed]))
+                challenge = (f'Bearer error="insufficient_scope", scope="{wanted}", '
+                             f'resource_metadata="{self.world.resource_metadata_url}"')
+                await JSONResponse({"error": "insufficient_scope",
+                                    "error_description": f"this tool needs {needed}"},
+                                   status_code=403,
+                                   headers={"www-authenticate": challenge})(scope, receive, send)
+                return
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    def _needed(body: bytes) -> str | None:
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(message, dict) or message.get("method") != "tools/call":
+            return None
+        params = message.get("params") or {}
+        return SCOPED_TOOLS.get(params.get("name")) if isinstance(params, dict) else None
+
+
 class _CountUnauthorized:
     def __init__(self, app: ASGIApp, world: NotesWorld) -> None:
         self.app, self.world = app, world
@@ -367,11 +427,20 @@ class NotesWorld:
     client_documents: list[dict[str, Any]] = field(default_factory=list)
     """Every client metadata document fetched, as received."""
     counts: Counter[str] = field(default_factory=Counter)
+    added: dict[str, list[str]] = field(default_factory=dict)
+    """Notes added through `add_note`, per account."""
     provider: Provider = field(init=False)
 
     def __post_init__(self) -> None:
         self.provider = Provider(self)
         self.seen_secrets.add(self.client_secret)
+
+    @property
+    def resource_metadata_url(self) -> str:
+        """RFC 9728's metadata URL of the RS, as the SDK serves it (path-suffixed)."""
+        origin, _, path = self.mcp_url.partition("://")[2].partition("/")
+        scheme = self.mcp_url.partition("://")[0]
+        return f"{scheme}://{origin}/.well-known/oauth-protected-resource/{path}"
 
     def hit(self, kind: str) -> None:
         self.counts[kind] += 1
@@ -542,12 +611,19 @@ def rs_app(world: NotesWorld, *, with_authorization_server: bool = False) -> ASG
     @mcp.tool()
     def list_notes(ctx: Context) -> str:
         """The caller's own notes."""
-        return ", ".join(NOTES.get(account_of(ctx), []))
+        return ", ".join(NOTES.get(account_of(ctx), []) + world.added.get(account_of(ctx), []))
+
+    @mcp.tool()
+    def add_note(text: str, ctx: Context) -> str:
+        """Add a note for the caller (needs the `notes:write` scope)."""
+        world.hit("add_note_executed")
+        world.added.setdefault(account_of(ctx), []).append(text)
+        return f"added: {text}"
 
     app = mcp.streamable_http_app()
     if with_authorization_server:
         app.router.routes[:0] = as_routes(world)
-    return _CountUnauthorized(app, world)
+    return _CountUnauthorized(_RequireScope(app, world), world)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
