@@ -7,6 +7,8 @@ BENCH_STAMP := $(VENV)/.bench-installed
 DEV_SERVER_PORT ?= 2024
 DEV_MCP_PORT    ?= 8765
 DEV_NOTES_PORT  ?= 8766
+SERVE_PORT        ?= 2024
+SERVE_WORKER_PORT ?= 2025
 
 # Aegra (the production engine of DESIGN.md §10) needs Python 3.12: its own venv, pinned exactly
 # the first candidate that really runs as 3.12 (a pyenv shim may exist without being usable)
@@ -44,7 +46,8 @@ aegra: $(AEGRA_STAMP)
 ## serve: production-shaped on one machine: Aegra (an API process and an API + worker process) on
 ## the local Postgres (database onbehalf) and Redis, the demo MCP servers, the offline model
 serve: $(STAMP) $(AEGRA_STAMP)
-	@$(BIN)/python -m onbehalf.serve
+	@SERVE_PORT=$(SERVE_PORT) SERVE_WORKER_PORT=$(SERVE_WORKER_PORT) DEV_MCP_PORT=$(DEV_MCP_PORT) \
+	  DEV_NOTES_PORT=$(DEV_NOTES_PORT) $(BIN)/python -m onbehalf.serve
 
 ## test: the whole suite; it starts its own Redis, Postgres, MCP servers, langgraph dev and Aegra
 ## on free ports (the Aegra tests say so in the summary where Python 3.12 is missing)
@@ -63,7 +66,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 ## bench: per-user MCP against a shared client and the floor, side by side (< 5 min;
 ## `make bench BENCH_ARGS=--quick` for a < 1 min smoke run); writes bench/results.json, bench/latency.png
+## (its `engine` section runs on Aegra: the Aegra venv is built first whenever that section runs,
+## i.e. unless --quick or --only leaves it out)
+BENCH_RUNS_ENGINE = $(or $(findstring engine,$(BENCH_ARGS)),$(if $(findstring --only,$(BENCH_ARGS))$(findstring --quick,$(BENCH_ARGS)),,yes))
 bench: $(BENCH_STAMP)
+	@$(if $(BENCH_RUNS_ENGINE),$(MAKE) --no-print-directory aegra || echo "==> no Aegra venv: the engine section will say that it did not run",:)
 	@$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:

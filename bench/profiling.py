@@ -36,7 +36,7 @@ their time is the work itself, not the kit's overhead."""
 
 _SITE = re.compile(r"site-packages/([^/]+)/")
 _STDLIB = re.compile(r"/lib/python3\.\d+/([^/]+?)(?:\.py)?/")
-_OURS = re.compile(r"/src/(onbehalf/mcp|onbehalf|agents|onbehalf.demo.tickets)/")
+_OURS = re.compile(r"/src/(onbehalf/mcp|onbehalf|agents)/")
 
 
 def package_of(frame: Frame) -> str:

@@ -85,7 +85,6 @@ def targets(results: dict[str, Any]) -> list[Target]:
     def core(a: str, b: str) -> float | None:
         return paired_ratio(results, "core", a, b)
 
-    server = results.get("server", {}).get("ratios", {})
     five = paired_ratio(results, "network", "cold discovery, 5 servers",
                         "cold discovery, 1 servers")
     rtt = results.get("network", {}).get("rtt_ms") or results["meta"].get("rtt_ms")
@@ -109,30 +108,40 @@ def targets(results: dict[str, Any]) -> list[Target]:
                + (f" ({rtt:g} ms RTT)" if rtt is not None else ""), five, 1.5, True),
         Target("RSS(1,000 users) − RSS(100 users) ≤ 50 MB", rss_delta, 50, True, " MB"),
         Target("load run: cross-user answers = 0", crossed, 0, True, ""),
-        Target("server-cold ≤ 1.10 × server-warm, first tool result",
-               server.get("cold/warm first tool (prewarm)"), 1.10, True),
-        Target("server-warm ≤ 1.05 × server-floor, last event p50",
-               server.get("warm/floor last event p50"), 1.05, True),
-        Target("server-warm ≤ 1.05 × server-floor, last event p95",
-               server.get("warm/floor last event p95"), 1.05, True),
-        Target("server-warm ≥ 0.95 × server-floor, runs/s at 50 users",
-               server.get("warm/floor runs per second, 50 users"), 0.95, False),
+        *_served_targets(results, "server"),
+        *_served_targets(results, "engine"),
     ]
 
 
-def _server_section(sv: dict[str, Any]) -> list[str]:
-    out = [f"## Through langgraph dev, tickets server {sv['rtt_ms']} ms away "
+def _served_targets(results: dict[str, Any], name: str) -> list[Target]:
+    """The targets of a section measured through a server (`bench.server`): `server`, `engine`."""
+    ratios = results.get(name, {}).get("ratios", {})
+    return [
+        Target(f"{name}-cold ≤ 1.10 × {name}-warm, first tool result",
+               ratios.get("cold/warm first tool (prewarm)"), 1.10, True),
+        Target(f"{name}-warm ≤ 1.05 × {name}-floor, last event p50",
+               ratios.get("warm/floor last event p50"), 1.05, True),
+        Target(f"{name}-warm ≤ 1.05 × {name}-floor, last event p95",
+               ratios.get("warm/floor last event p95"), 1.05, True),
+        Target(f"{name}-warm ≥ 0.95 × {name}-floor, runs/s at 50 users",
+               ratios.get("warm/floor runs per second, 50 users"), 0.95, False),
+    ]
+
+
+def _served_section(sv: dict[str, Any], name: str, title: str, cpu: str) -> list[str]:
+    """A section measured through a server (`bench.server`); `cpu`: whose CPU is counted."""
+    out = [f"## {title}, tickets server {sv['rtt_ms']} ms away "
            f"({sv['iterations']} interleaved iterations, {sv['warmup']} warm-up; "
-           f"--n-jobs-per-worker {sv['n_jobs_per_worker']}, startup {sv['startup_seconds']} s)"]
+           f"{sv['n_jobs_per_worker']} jobs per worker, startup {sv['startup_seconds']} s)"]
     rows = []
-    for name, first in sv["first_tool"].items():
-        last = sv["last_event"][name]
-        rows.append([name, f"{first['median_ms']:.0f}", f"{first['p95_ms']:.0f}",
+    for variant, first in sv["first_tool"].items():
+        last = sv["last_event"][variant]
+        rows.append([variant, f"{first['median_ms']:.0f}", f"{first['p95_ms']:.0f}",
                      f"{last['median_ms']:.0f}", f"{last['p95_ms']:.0f}"])
     out.append(_table(["variant", "first tool p50 ms", "p95", "last event p50 ms", "p95"], rows))
     out.append("")
     out.append(_table(
-        ["variant", "users", "runs", "runs/s", "p50 ms", "p95 ms", "server CPU s/run"],
+        ["variant", "users", "runs", "runs/s", "p50 ms", "p95 ms", f"{cpu} CPU s/run"],
         [[t["variant"], str(t["users"]), str(t["runs"]), f"{t['runs_per_second']:.1f}",
           str(t["p50_ms"]), str(t["p95_ms"]), f"{t['cpu_seconds_per_run']:.3f}"]
          for t in sv.get("throughput", [])]))
@@ -142,6 +151,11 @@ def _server_section(sv: dict[str, Any]) -> list[str]:
                    + ", ".join(f"{p['warm']:.1f}/{p['floor']:.1f}" for p in pairs))
     out.append("paired ratios: " + ", ".join(
         f"{k} = {v:.2f}" for k, v in sv["ratios"].items() if v is not None))
+    out += _pool_lines(sv, name)
+    lost = sum((sv.get("lost_event_streams") or {}).values())
+    bursts = sum(t.get("lost_event_streams", 0) for t in sv.get("throughput", []))
+    out.append(f"streams that ended with tool results missing, none failed (the run ran): "
+               f"{lost} in the latency rounds (run again), {bursts} in the throughput bursts")
     out.append("")
     prof = sv.get("profile")
     if prof and "edge" in prof:
@@ -151,6 +165,52 @@ def _server_section(sv: dict[str, Any]) -> list[str]:
                           [[e["name"], f"{e['seconds'] * 1000 / prof['runs']:.2f}",
                             f"{e['share'] * 100:.2f}%"] for e in prof["edge"]]))
         out.append("")
+    return out
+
+
+def _pool_lines(sv: dict[str, Any], name: str) -> list[str]:
+    """Runs that found their user's session warm where they ran, and where prewarm ran."""
+    hits = sv.get("pool_hits")
+    if not hits:
+        return []
+
+    def share(hits: int, runs: int) -> str:
+        return f"{hits}/{runs}" + (f" ({hits / runs:.0%})" if runs else "")
+
+    out = ["runs that found their user's session warm in the process that executed them "
+           "(pool hits / runs, its SessionPool counters): " + ", ".join(
+               f"{variant} {share(c['hits'], c['runs'])}" for variant, c in hits.items()
+               if not variant.endswith("-floor"))]
+    bursts = [t for t in sv.get("throughput", []) if not t["variant"].endswith("-floor")]
+    if bursts:
+        out.append("  in the throughput bursts: " + ", ".join(
+            f"{t['variant']} × {t['users']} users {share(t['pool_hits'], t['runs'])}"
+            for t in bursts))
+    procs = sv.get("processes", {})
+    api, executing = procs.get("api"), procs.get("executing")
+    if api and executing:
+        def prewarms(counters: dict[str, Any]) -> str:
+            p, runs, other = counters["prewarm"], counters["runs"], counters["outside_runs"]
+            return (f"asked for {p['asked']} prewarms, scheduled {p['scheduled']} (graphs it can "
+                    f"prewarm: {', '.join(p['graphs_known']) or 'none'}), {p['started']} "
+                    f"started, {p['finished']} finished; sessions opened by runs "
+                    f"{runs['opened']} (hits {runs['hits']}), outside runs {other['opened']} "
+                    f"(hits {other['hits']})")
+
+        if api["pid"] == executing["pid"]:
+            out.append(f"prewarm: one process receives and executes the runs: {prewarms(api)}")
+        else:
+            out.append(f"prewarm: the process that receives the requests (API only): "
+                       f"{prewarms(api)}; the process that executes them: {prewarms(executing)}")
+    first = sv.get("first_tool", {})
+    cold, bare, warm = (first.get(f"{name}-{k}", {}).get("median_ms")
+                        for k in ("cold", "cold-no-prewarm", "warm"))
+    ratios = sv.get("ratios", {})
+    with_, without = (ratios.get(f"cold/warm first tool ({k})") for k in ("prewarm", "no prewarm"))
+    if None not in (cold, bare, warm, with_, without):
+        out.append(f"prewarm's effect on a new user's first tool result (p50): with {cold:.0f} ms "
+                   f"({with_:.2f} × warm), without {bare:.0f} ms ({without:.2f} × warm); "
+                   f"warm {warm:.0f} ms")
     return out
 
 
@@ -264,7 +324,13 @@ def render(results: dict[str, Any]) -> str:
                 out.append(f"  error ({level['users']} users): {error}")
         out.append("")
     if "server" in results:
-        out += _server_section(results["server"])
+        out += _served_section(results["server"], "server", "Through langgraph dev", "server")
+    engine = results.get("engine")
+    if engine and "skipped" in engine:
+        out += [f"## On Aegra: engine section did not run: {engine['skipped']}", ""]
+    elif engine:
+        out += _served_section(engine, "engine", "On Aegra: clients → API-only process, runs in "
+                               "the API + worker process", "engine (both processes)")
     if "profile" in results:
         p = results["profile"]
         out.append(f"## Profile of {p['runs']} warm runs (pyinstrument; {p['note']})")

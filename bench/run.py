@@ -31,7 +31,7 @@ from bench.report import chart, render, targets
 from bench.servers import Fleet, configured, environment, start_fleet
 
 SECTIONS = ("users", "core", "ablation", "servers", "network", "tools", "profile", "load",
-            "server")
+            "server", "engine")
 """In the order they run: `users` first, so that its RSS figures start from a fresh process."""
 SERVERS = [f"s{i}" for i in range(1, 6)]
 MANY = {n: f"many{n}" for n in scaling.TOOL_COUNTS}
@@ -44,20 +44,25 @@ MCP server in the same part of the world sees ~10-80 ms; 30 ms is a middle, not 
 case (docs/performance.md has the ratio from 0 to 30 ms)."""
 
 # Rounds are frozen: safe as shared defaults
-CORE = Rounds(120, 10, budget_seconds=38)
-ABLATION = Rounds(50, 5, budget_seconds=10)
+CORE = Rounds(120, 10, budget_seconds=34)
+ABLATION = Rounds(50, 5, budget_seconds=8)
 SCALING_SERVERS = Rounds(25, 1, budget_seconds=12, minimum=5)
 NETWORK = Rounds(20, 2, budget_seconds=15, minimum=8)
 SCALING_TOOLS = Rounds(20, 1, budget_seconds=10, minimum=5)
-SERVER = Rounds(12, 1, budget_seconds=22, minimum=6)
+SERVER = Rounds(12, 1, budget_seconds=16, minimum=6)
+ENGINE = Rounds(10, 1, budget_seconds=8, minimum=6)
+QUICK_ENGINE = Rounds(2, 1)
+QUICK_SKIPS_ENGINE = ("--quick skips it (Aegra's start-up alone is ~10 s of the 1 min budget); "
+                      "`--quick --only engine` runs a minimal one")
 
 
 @dataclass(frozen=True)
 class Plan:
     """Iterations per phase, each with a time budget, so that the whole bench stays under
-    5 minutes even on a slow hour of this 2-core machine; the `users`, `load` and `server`
-    sections are mostly fixed work (two `langgraph dev` start-ups among it), so the
-    section budgets were cut when `server` came in."""
+    5 minutes even on a slow hour of this 2-core machine; the `users`, `load`, `server` and
+    `engine` sections are mostly fixed work (two `langgraph dev` and one Aegra start-ups
+    among it), so the section budgets were cut when `server` came in, and again (core,
+    ablation, server) when `engine` did."""
 
     core: Rounds = CORE
     ablation: Rounds = ABLATION
@@ -72,14 +77,20 @@ class Plan:
     server: Rounds = SERVER
     server_levels: tuple[tuple[int, int], ...] = ((10, 2), (50, 1))
     server_profile_users: int = 20
+    engine: Rounds | None = ENGINE
+    """None: the section prints that it did not run (`--quick` without `--only engine`)."""
+    engine_levels: tuple[tuple[int, int], ...] = ((50, 1),)
+    engine_paired_bursts: int = 2
 
     @classmethod
-    def quick(cls) -> Plan:
+    def quick(cls, *, engine: bool = False) -> Plan:
         return cls(core=Rounds(10, 2), ablation=Rounds(6, 1), servers=Rounds(4, 1),
                    network=Rounds(2, 1), tools=Rounds(3, 1), profile_runs=30,
                    user_sizes=(1, 10, 40), user_rounds={1: 10, 10: 2, 40: 1},
                    load_levels=((5, 1),), server=Rounds(2, 1),
-                   server_levels=((5, 1),), server_profile_users=0)
+                   server_levels=((5, 1),), server_profile_users=0,
+                   engine=QUICK_ENGINE if engine else None, engine_levels=((5, 1),),
+                   engine_paired_bursts=1)
 
 
 def _versions() -> dict[str, str]:
@@ -123,7 +134,7 @@ def run(plan: Plan, sections: Sequence[str], out: Path,
     tickets = ["tickets"] + (SERVERS if wants_servers else [])
     many = {name: n for n, name in MANY.items()} if "tools" in sections else {}
     started = time.monotonic()
-    network = rtt_ms if "network" in sections or "server" in sections else None
+    network = rtt_ms if {"network", "server", "engine"} & set(sections) else None
     with start_fleet(tickets, many, rtt_ms=network) as fleet, configured(fleet):
         _run_sections(results, plan, sections, fleet, out)
     results["meta"]["seconds"] = round(time.monotonic() - started, 1)
@@ -173,6 +184,17 @@ def _run_sections(results: dict[str, Any], plan: Plan, sections: Sequence[str], 
 
         _section(results, "server", lambda: run_server(fleet, plan.server, plan.server_levels, out,
                                                profile_users=plan.server_profile_users))
+    if "engine" in sections:
+        from bench.engine import run_engine
+
+        def on_aegra() -> Any:
+            if plan.engine is None:
+                print(f"    engine section did not run: {QUICK_SKIPS_ENGINE}", flush=True)
+                return {"skipped": QUICK_SKIPS_ENGINE}
+            return run_engine(fleet, plan.engine, plan.engine_levels,
+                              paired_bursts=plan.engine_paired_bursts)
+
+        _section(results, "engine", on_aegra)
 
 
 async def _profile(fleet: Fleet, runs: int, budget: float | None, out: Path) -> dict[str, Any]:
@@ -195,18 +217,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run (~30 s): few iterations, small sizes")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"comma-separated sections to run (default: all of {SECTIONS})")
+    parser.add_argument("--only", default=None,
+                        help=f"comma-separated sections to run (default: all of {SECTIONS}; "
+                        "--quick skips `engine` unless named here)")
     parser.add_argument("--rtt-ms", type=float, default=DEFAULT_RTT_MS,
                         help="round-trip time of the emulated network (section `network`)")
     parser.add_argument("--out", type=Path, default=HERE,
                         help="where results.json, latency.png and the profile go")
     args = parser.parse_args(argv)
-    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    only = args.only if args.only is not None else ",".join(SECTIONS)
+    sections = [s.strip() for s in only.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
-    plan = Plan.quick() if args.quick else Plan()
+    plan = Plan.quick(engine=args.only is not None) if args.quick else Plan()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.rtt_ms < 0:
         parser.error("--rtt-ms must not be negative")

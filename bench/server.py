@@ -1,25 +1,35 @@
-"""Performance as the user sees it: runs through a real `langgraph dev`, the MCP server 30 ms away.
+"""Performance as the user sees it: runs through a real server, the MCP server 30 ms away.
 
 The bench writes a bench-only `langgraph.json` to a temp dir (the product's
-auth and HTTP app, the graphs of `bench.server_graphs`) and starts
-`langgraph dev` on it, with `MCP_SERVERS` naming the tickets server behind
-`bench.netem`. A client streams each run with the SDK
-(`stream_mode=["messages", "updates"]`), timing the first tool result and
-the last event. Variants, interleaved (order shuffled per iteration):
+auth and HTTP app, the graphs of `bench.server_graphs`; `bench_config`) and
+starts a server on it, with `MCP_SERVERS` naming the tickets server behind
+`bench.netem` (`bench_env`). This module measures any such server (`Served`:
+the URL the clients talk to, the processes whose CPU counts, the process that
+executes the runs); `run_server` is the `server` section on `langgraph dev`,
+`bench.engine` the `engine` section on Aegra. A client streams each run with
+the SDK (`stream_mode=["messages", "updates"]`), timing the first tool result
+and the last event. Variants, interleaved (order shuffled per iteration),
+named `<section>-<kind>`:
 
-| variant                  | graph                      | user                                |
-|--------------------------|----------------------------|-------------------------------------|
-| `server-cold`            | `bench_onbehalf` (prewarm) | never seen before (new every run)   |
-| `server-cold-no-prewarm` | `bench_onbehalf_noprewarm` | never seen before                   |
-| `server-warm`            | `bench_onbehalf`           | the same user and token as last run |
-| `server-floor`           | `bench_floor`              | tools of one session from start-up  |
+| kind              | graph                      | user                                |
+|-------------------|----------------------------|-------------------------------------|
+| `cold`            | `bench_onbehalf` (prewarm) | never seen before (new every run)   |
+| `cold-no-prewarm` | `bench_onbehalf_noprewarm` | never seen before                   |
+| `warm`            | `bench_onbehalf`           | the same user and token as last run |
+| `floor`           | `bench_floor`              | tools of one session from start-up  |
 
 Then runs per second with 10 and 50 users at once (each user's runs one after
-another), and the server process's CPU seconds per run (psutil, children
+another), and the server processes' CPU seconds per run (psutil, children
 included) for each throughput phase. One burst of 50 runs moves by ±0.1 between
 bursts on 2 cores, so the 50-user warm/floor ratio is judged like the latency
 ratios: `PAIRED_BURSTS` warm/floor bursts back to back (order alternating), the
 median of the per-pair ratios.
+
+Pool hits: after every run (untimed; around each burst), `GET /bench/pool` on the
+process that executes the runs (`bench.server_app`) reads how often a run's
+`SessionPool.acquire` there found its user's session (a hit) or opened one; per
+variant, hits / runs is the share of runs that found their user's session warm
+in the process that ran them (prewarms' own acquisitions are counted apart).
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 from tests.support.langgraph_server import run_langgraph_dev
 from tests.support.tokens import mint
@@ -43,38 +54,69 @@ from bench.measure import Rounds, Stats, percentile
 from bench.servers import Fleet
 from bench.variants import TOKEN_TTL, cold_user
 from bench.workload import PROMPT, TICKETS_CALLS, WorkloadError
+from onbehalf.serve import write_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 N_JOBS = 50
 """Runs at once per server worker: enough for the 50-user level not to queue behind it."""
 WARM_USER = "server-warm"
 FLOOR_USER = "server-floor"
-VARIANTS = ("server-cold", "server-cold-no-prewarm", "server-warm", "server-floor")
-GRAPH_OF = {"server-cold": "bench_onbehalf", "server-cold-no-prewarm": "bench_onbehalf_noprewarm",
-            "server-warm": "bench_onbehalf", "server-floor": "bench_floor"}
+KINDS = ("cold", "cold-no-prewarm", "warm", "floor")
+GRAPH_OF = {"cold": "bench_onbehalf", "cold-no-prewarm": "bench_onbehalf_noprewarm",
+            "warm": "bench_onbehalf", "floor": "bench_floor"}
+BENCH_GRAPHS = {name: f"{PROJECT_ROOT / 'bench/server_graphs.py'}:{name}"
+                for name in ("bench_onbehalf", "bench_onbehalf_noprewarm", "bench_floor")}
+BENCH_APP = f"{PROJECT_ROOT / 'bench/server_app.py'}:app"
+"""The product's HTTP app plus the bench routes (profiling, pool counters)."""
 
 
-def write_config(workdir: Path) -> None:
+def bench_config(workdir: Path) -> Path:
     """A `langgraph.json` for the bench graphs: the product's auth and HTTP app, not its graphs."""
-    product = json.loads((PROJECT_ROOT / "langgraph.json").read_text())
-    http = dict(product["http"])
-    http["app"] = str(PROJECT_ROOT / "bench/server_app.py") + ":app"  # + profiling routes
-    graphs = {name: f"{PROJECT_ROOT / 'bench/server_graphs.py'}:{name}"
-              for name in ("bench_onbehalf", "bench_onbehalf_noprewarm", "bench_floor")}
-    config = {"dependencies": [str(PROJECT_ROOT)], "graphs": graphs,
-              "auth": {**product["auth"], "path": f"{PROJECT_ROOT / 'src/auth.py'}:auth"},
-              "http": http}
-    (workdir / "langgraph.json").write_text(json.dumps(config, indent=1))
+    return write_config(workdir, PROJECT_ROOT, graphs=BENCH_GRAPHS, http_app=BENCH_APP)
+
+
+def bench_env(fleet: Fleet, out_dir: Path) -> dict[str, str]:
+    """What a bench server needs besides the test identity provider: the tickets server across
+    the emulated network, the floor's session, the `bench` package, where a profile goes."""
+    remote = fleet.url("tickets", remote=True)
+    servers = {"servers": {"tickets": {"url": remote, "auth": {"type": "user_token"},
+                                       "timeout_seconds": 10}}}
+    return {"MCP_SERVERS": json.dumps(servers), "BENCH_FLOOR_URL": remote,
+            "BENCH_FLOOR_TOKEN": mint(FLOOR_USER, ttl=TOKEN_TTL),
+            "PYTHONPATH": str(PROJECT_ROOT), "BENCH_PROFILE_DIR": str(out_dir)}
+
+
+@dataclass(frozen=True)
+class Served:
+    """A server under measurement."""
+
+    name: str
+    """The section: variants are named `<name>-<kind>`."""
+    url: str
+    """Where the clients send their requests."""
+    pids: tuple[int, ...]
+    """The processes whose CPU (children included) is counted."""
+    executing_url: str
+    """The process that executes the runs (its `GET /bench/pool`)."""
+
+    def variant(self, kind: str) -> str:
+        return f"{self.name}-{kind}"
 
 
 @dataclass
 class Timing:
     first_tool_s: float
     last_event_s: float
+    lost_events: bool = False
+    """The stream ended with tool results missing although none failed (the run itself ran)."""
 
 
 async def stream_run(client: Any, graph: str, user: str) -> Timing:
-    """One threadless run, streamed; checks the 3 tool results ran without error, as `user`."""
+    """One threadless run, streamed; checks the tool results ran without error, as `user`.
+
+    Fewer than the 3 results, none of them an error, is a stream that lost events, not a
+    failed run: Aegra 0.11 replays a run's stored events and only then subscribes to its live
+    ones, so under load an event published in between reaches neither (`lost_events`)."""
     started = time.perf_counter()
     first: float | None = None
     results: list[dict[str, Any]] = []
@@ -97,16 +139,17 @@ async def stream_run(client: Any, graph: str, user: str) -> Timing:
                         first = first if first is not None else time.perf_counter() - started
                         results.append(message)
     last = time.perf_counter() - started
-    if len(results) != len(TICKETS_CALLS) or first is None:
+    if not results or len(results) > len(TICKETS_CALLS) or first is None:
         raise WorkloadError(f"expected {len(TICKETS_CALLS)} tool results, got {len(results)}")
     if any(m.get("status") == "error" for m in results):
         raise WorkloadError(f"a tool failed: {str(results)[:300]}")
     if user != FLOOR_USER:
-        content = results[0].get("content")
-        text = content if isinstance(content, str) else json.dumps(content)
-        if f'"as_user": "{user}"' not in text and f'\\"as_user\\": \\"{user}\\"' not in text:
-            raise WorkloadError(f"tool ran as someone else than {user!r}: {text[:200]}")
-    return Timing(first, last)
+        for result in results:
+            content = result.get("content")
+            text = content if isinstance(content, str) else json.dumps(content)
+            if f'"as_user": "{user}"' not in text and f'\\"as_user\\": \\"{user}\\"' not in text:
+                raise WorkloadError(f"tool ran as someone else than {user!r}: {text[:200]}")
+    return Timing(first, last, lost_events=len(results) < len(TICKETS_CALLS))
 
 
 class Clients:
@@ -131,41 +174,96 @@ class Clients:
         self._open.clear()
 
 
-def _cpu_seconds(pid: int) -> float:
+async def pool_counters(url: str) -> dict[str, Any]:
+    """`GET /bench/pool` of one process: its session pool's and prewarmer's counters."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        response = await http.get("/bench/pool")
+        response.raise_for_status()
+        return dict(response.json())
+
+
+class PoolHits:
+    """Pool hits and sessions opened in the executing process, by variant (counter deltas)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.by_variant: dict[str, dict[str, int]] = {}
+        self._last: dict[str, Any] | None = None
+
+    async def mark(self) -> None:
+        """From now on."""
+        self._last = await pool_counters(self.url)
+
+    async def charge(self, variant: str, runs: int) -> dict[str, int]:
+        """What happened since the last mark, charged to `runs` runs of `variant`."""
+        now = await pool_counters(self.url)
+        last = self._last or now
+        delta = {"runs": runs, "hits": now["runs"]["hits"] - last["runs"]["hits"],
+                 "opened": now["runs"]["opened"] - last["runs"]["opened"]}
+        self._last = now
+        total = self.by_variant.setdefault(variant, {"runs": 0, "hits": 0, "opened": 0})
+        for key, value in delta.items():
+            total[key] += value
+        return delta
+
+
+def _cpu_seconds(pids: Sequence[int]) -> float:
     total = 0.0
-    try:
-        process = psutil.Process(pid)
-        for p in [process, *process.children(recursive=True)]:
-            with_times = p.cpu_times()
-            total += with_times.user + with_times.system
-    except psutil.Error:
-        pass
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            for p in [process, *process.children(recursive=True)]:
+                with_times = p.cpu_times()
+                total += with_times.user + with_times.system
+        except psutil.Error:
+            pass
     return total
 
 
-async def latency(clients: Clients, rounds: Rounds, *, seed: int = 11) -> dict[str, Any]:
+RETRIES_AFTER_LOST_EVENTS = 2
+"""A latency sample whose stream lost events is run again (its pairing must stay intact)."""
+
+
+async def latency(served: Served, clients: Clients, rounds: Rounds, *,
+                  seed: int = 11) -> dict[str, Any]:
     rng = random.Random(seed)
     warm = clients.client(clients.warm_token)
     floor = clients.client(clients.floor_token)
-    first: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    last: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    variants = [served.variant(k) for k in KINDS]
+    first: dict[str, list[float]] = {v: [] for v in variants}
+    last: dict[str, list[float]] = {v: [] for v in variants}
+    lost = dict.fromkeys(variants, 0)
+    hits = PoolHits(served.executing_url)
+    await hits.mark()
     began = time.monotonic()
     iteration = 0
     while iteration < rounds.warmup or rounds.more(iteration - rounds.warmup, began):
-        order = list(VARIANTS)
+        order = list(KINDS)
         rng.shuffle(order)
-        for variant in order:
-            if variant == "server-warm":
-                client, user = warm, WARM_USER
-            elif variant == "server-floor":
-                client, user = floor, FLOOR_USER
-            else:
-                user = cold_user()
-                client = clients.client(mint(user, ttl=TOKEN_TTL))
-            timing = await stream_run(client, GRAPH_OF[variant], user)
+        for kind in order:
+            variant = served.variant(kind)
+            runs = 0
+            while True:
+                runs += 1
+                if kind == "warm":
+                    client, user = warm, WARM_USER
+                elif kind == "floor":
+                    client, user = floor, FLOOR_USER
+                else:
+                    user = cold_user()
+                    client = clients.client(mint(user, ttl=TOKEN_TTL))
+                timing = await stream_run(client, GRAPH_OF[kind], user)
+                if not timing.lost_events:
+                    break
+                lost[variant] += 1
+                if runs > RETRIES_AFTER_LOST_EVENTS:
+                    raise WorkloadError(f"{runs} streams of {variant} in a row lost events")
             if iteration >= rounds.warmup:
                 first[variant].append(timing.first_tool_s)
                 last[variant].append(timing.last_event_s)
+                await hits.charge(variant, runs)
+            else:
+                await hits.mark()
         iteration += 1
     return {
         "iterations": iteration - rounds.warmup, "warmup": rounds.warmup,
@@ -175,6 +273,8 @@ async def latency(clients: Clients, rounds: Rounds, *, seed: int = 11) -> dict[s
             "first_tool": {v: [round(x * 1000, 2) for x in s] for v, s in first.items()},
             "last_event": {v: [round(x * 1000, 2) for x in s] for v, s in last.items()},
         },
+        "pool_hits": hits.by_variant,
+        "lost_event_streams": lost,
     }
 
 
@@ -184,55 +284,58 @@ _warm_tokens: dict[str, str] = {}
 """A warm user keeps one token for the whole bench: a new token is a new session."""
 
 
-async def throughput(clients: Clients, pid: int, users: int, runs: int,
-                     variant: str, *, warm_up: bool = True) -> dict[str, Any]:
+async def throughput(served: Served, clients: Clients, users: int, runs: int,
+                     kind: str, *, warm_up: bool = True) -> dict[str, Any]:
     """`users` at once, each doing `runs` runs one after another."""
-    graph = GRAPH_OF[variant]
-    if variant == "server-warm":
+    graph = GRAPH_OF[kind]
+    if kind == "warm":
         names = [f"{WARM_USER}-{users}-{i:03d}" for i in range(users)]
         tokens = {n: _warm_tokens.setdefault(n, mint(n, ttl=TOKEN_TTL)) for n in names}
         per_user = {n: clients.client(tokens[n]) for n in names}
         if warm_up:  # (already warm when the previous burst was theirs)
             await asyncio.gather(*(stream_run(per_user[n], graph, n) for n in names))
-    elif variant == "server-floor":
+    elif kind == "floor":
         shared = clients.client(clients.floor_token)
 
-    async def one_user(i: int) -> list[float]:
-        seconds = []
+    async def one_user(i: int) -> list[Timing]:
+        timings = []
         for _ in range(runs):
-            if variant == "server-warm":
+            if kind == "warm":
                 name = names[i]
                 client = per_user[name]
-            elif variant == "server-floor":
+            elif kind == "floor":
                 name, client = FLOOR_USER, shared
             else:
                 name = cold_user()
                 client = clients.client(mint(name, ttl=TOKEN_TTL))
-            seconds.append((await stream_run(client, graph, name)).last_event_s)
-        return seconds
+            timings.append(await stream_run(client, graph, name))
+        return timings
 
-    cpu = _cpu_seconds(pid)
+    hits = PoolHits(served.executing_url)
+    await hits.mark()
+    cpu = _cpu_seconds(served.pids)
     started = time.perf_counter()
     per = await asyncio.gather(*(one_user(i) for i in range(users)))
     wall = time.perf_counter() - started
-    cpu = _cpu_seconds(pid) - cpu
-    done = [s for seconds in per for s in seconds]
-    stats = Stats.of(done)
-    return {"variant": variant, "users": users, "runs": len(done),
+    cpu = _cpu_seconds(served.pids) - cpu
+    done = [t for timings in per for t in timings]
+    pool = await hits.charge(served.variant(kind), len(done))
+    stats = Stats.of([t.last_event_s for t in done])
+    return {"variant": served.variant(kind), "users": users, "runs": len(done),
             "wall_seconds": round(wall, 2), "runs_per_second": round(len(done) / wall, 2),
             "p50_ms": round(stats.median_ms, 1), "p95_ms": round(stats.p95_ms, 1),
-            "cpu_seconds_per_run": round(cpu / len(done), 4)}
+            "cpu_seconds_per_run": round(cpu / len(done), 4),
+            "pool_hits": pool["hits"], "pool_opened": pool["opened"],
+            "lost_event_streams": sum(t.lost_events for t in done)}
 
 
-async def profile(clients: Clients, pid: int, users: int) -> dict[str, Any]:
+async def profile(served: Served, clients: Clients, users: int) -> dict[str, Any]:
     """pyinstrument inside the server while `users` users do a cold and a warm run each."""
-    import httpx
-
     async with httpx.AsyncClient(base_url=clients.url, timeout=30) as http:
         (await http.post("/bench/profile/start")).raise_for_status()
         try:
-            cold = await throughput(clients, pid, users, 1, "server-cold")
-            warm = await throughput(clients, pid, users, 1, "server-warm")
+            cold = await throughput(served, clients, users, 1, "cold")
+            warm = await throughput(served, clients, users, 1, "warm")
         finally:
             response = await http.post("/bench/profile/stop")
         await clients.aclose()
@@ -243,39 +346,44 @@ async def profile(clients: Clients, pid: int, users: int) -> dict[str, Any]:
     return summary
 
 
-async def _drive(url: str, pid: int, rounds: Rounds, levels: Sequence[tuple[int, int]],
-                 profile_users: int) -> dict[str, Any]:
-    clients = Clients(url)
+async def drive(served: Served, rounds: Rounds, levels: Sequence[tuple[int, int]],
+                profile_users: int, *, burst_kinds: Sequence[str] = ("cold", "warm", "floor"),
+                paired_bursts: int = PAIRED_BURSTS) -> dict[str, Any]:
+    """Latency rounds, throughput bursts of `burst_kinds` at each level (and `paired_bursts`
+    warm/floor pairs at 50 users, the first pair being those bursts), a profile if asked."""
+    clients = Clients(served.url)
     try:
-        measured = await latency(clients, rounds)
+        measured = await latency(served, clients, rounds)
         await clients.aclose()
         rng = random.Random(5)
         loads = []
         for users, runs in levels:
-            order = ["server-cold", "server-warm", "server-floor"]
+            order = list(burst_kinds)
             rng.shuffle(order)
-            for variant in order:
-                loads.append(await throughput(clients, pid, users, runs, variant))
+            for kind in order:
+                loads.append(await throughput(served, clients, users, runs, kind))
                 await clients.aclose()
         measured["throughput"] = loads
         pairs = []
+        warm, floor = served.variant("warm"), served.variant("floor")
         for users, runs in levels:
             if users != 50:
                 continue
             first = {t["variant"]: t["runs_per_second"] for t in loads if t["users"] == users}
-            pairs.append({"warm": first["server-warm"], "floor": first["server-floor"]})
-            for burst in range(1, PAIRED_BURSTS):
-                order = ["server-warm", "server-floor"][:: 1 if burst % 2 else -1]
+            pairs.append({"warm": first[warm], "floor": first[floor]})
+            for burst in range(1, paired_bursts):
                 rps = {}
-                for variant in order:
-                    measured_burst = await throughput(clients, pid, users, runs, variant,
+                for kind in ["warm", "floor"][:: 1 if burst % 2 else -1]:
+                    measured_burst = await throughput(served, clients, users, runs, kind,
                                                       warm_up=False)
-                    rps[variant] = measured_burst["runs_per_second"]
+                    rps[kind] = measured_burst["runs_per_second"]
                     await clients.aclose()
-                pairs.append({"warm": rps["server-warm"], "floor": rps["server-floor"]})
+                pairs.append(rps)
         measured["throughput_pairs_50"] = pairs
+        measured["processes"] = {"api": await pool_counters(served.url),
+                                 "executing": await pool_counters(served.executing_url)}
         if profile_users:  # 0: no profile (the quick run)
-            measured["profile"] = await profile(clients, pid, profile_users)
+            measured["profile"] = await profile(served, clients, profile_users)
         return measured
     finally:
         await clients.aclose()
@@ -283,22 +391,16 @@ async def _drive(url: str, pid: int, rounds: Rounds, levels: Sequence[tuple[int,
 
 def run_server(fleet: Fleet, rounds: Rounds, levels: Sequence[tuple[int, int]],
                out_dir: Path, *, profile_users: int = 20) -> dict[str, Any]:
-    remote = fleet.url("tickets", remote=True)
-    servers = {"servers": {"tickets": {"url": remote, "auth": {"type": "user_token"},
-                                       "timeout_seconds": 10}}}
-    env = {"MCP_SERVERS": json.dumps(servers), "BENCH_FLOOR_URL": remote,
-           "BENCH_FLOOR_TOKEN": mint(FLOOR_USER, ttl=TOKEN_TTL),
-           "PYTHONPATH": str(PROJECT_ROOT), "BENCH_PROFILE_DIR": str(out_dir)}
     workdir = Path(tempfile.mkdtemp(prefix="onbehalf-bench-lg-"))
-    write_config(workdir)
+    bench_config(workdir)
     started = time.perf_counter()
-    with run_langgraph_dev(env, workdir=workdir, n_jobs=N_JOBS) as server:
+    with run_langgraph_dev(bench_env(fleet, out_dir), workdir=workdir, n_jobs=N_JOBS) as server:
         startup = time.perf_counter() - started
-        results = asyncio.run(
-            _drive(server.url, server.process.pid, rounds, levels, profile_users))
+        served = Served("server", server.url, (server.process.pid,), server.url)
+        results = asyncio.run(drive(served, rounds, levels, profile_users))
     results.update({"startup_seconds": round(startup, 1), "rtt_ms": fleet.rtt_ms,
                     "n_jobs_per_worker": N_JOBS})
-    results["ratios"] = server_ratios(results)
+    results["ratios"] = server_ratios(results, "server")
     return results
 
 
@@ -307,10 +409,10 @@ def _paired(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     return statistics.median(pairs) if pairs else None
 
 
-def server_ratios(results: dict[str, Any]) -> dict[str, float | None]:
+def server_ratios(results: dict[str, Any], name: str) -> dict[str, float | None]:
     """The paired ratios the targets are judged on, and the p95 ratio (of the p95s)."""
-    first = results["samples_ms"]["first_tool"]
-    last = results["samples_ms"]["last_event"]
+    first = {k: results["samples_ms"]["first_tool"][f"{name}-{k}"] for k in KINDS}
+    last = {k: results["samples_ms"]["last_event"][f"{name}-{k}"] for k in KINDS}
 
     def p95(xs: Sequence[float]) -> float:
         return percentile(sorted(xs), 95)
@@ -318,11 +420,10 @@ def server_ratios(results: dict[str, Any]) -> dict[str, float | None]:
     pairs = results.get("throughput_pairs_50") or []
     per_pair = [p["warm"] / p["floor"] for p in pairs if p["floor"]]
     return {
-        "cold/warm first tool (prewarm)": _paired(first["server-cold"], first["server-warm"]),
-        "cold/warm first tool (no prewarm)": _paired(first["server-cold-no-prewarm"],
-                                                     first["server-warm"]),
-        "warm/floor last event p50": _paired(last["server-warm"], last["server-floor"]),
-        "warm/floor last event p95": p95(last["server-warm"]) / p95(last["server-floor"]),
+        "cold/warm first tool (prewarm)": _paired(first["cold"], first["warm"]),
+        "cold/warm first tool (no prewarm)": _paired(first["cold-no-prewarm"], first["warm"]),
+        "warm/floor last event p50": _paired(last["warm"], last["floor"]),
+        "warm/floor last event p95": p95(last["warm"]) / p95(last["floor"]),
         "warm/floor runs per second, 50 users": statistics.median(per_pair) if per_pair
         else None,
     }

@@ -1,12 +1,28 @@
-"""The product's HTTP app (`http.app`) for the bench-only server, plus two profiling routes.
+"""The product's HTTP app (`http.app`) for the bench-only servers, plus bench routes.
 
-`POST /bench/profile/start` starts pyinstrument on the server's event loop
-thread (where the API and, under `langgraph dev`, the runs execute);
-`POST /bench/profile/stop` stops it, writes the call tree to
-`$BENCH_PROFILE_DIR/profile_server.txt` and answers a summary: time by
-package and the inclusive time of our server-edge functions. Custom routes
-are not behind the auth handler; this app only ever runs on loopback for the
-bench.
+A FastAPI app (Aegra mounts its API onto the `http.app` it is given and takes
+FastAPI apps only; `langgraph dev` merges any Starlette app's routes), with
+the product's middleware, so the bench measures the same edge on both engines.
+
+- `POST /bench/profile/start` starts pyinstrument on the server's event loop
+  thread (where the API and, under `langgraph dev`, the runs execute);
+  `POST /bench/profile/stop` stops it, writes the call tree to
+  `$BENCH_PROFILE_DIR/profile_server.txt` and answers a summary: time by
+  package and the inclusive time of our server-edge functions. pyinstrument is
+  imported only there (the Aegra venv does not have it).
+- `GET /bench/pool` answers counters of the process that serves the request (read, never
+  reset). The session pool counts a hit (`SessionPool.acquire`: `reused`) and a session
+  opened (`opened`), but a prewarm acquires through the same call as a run (and under
+  `langgraph dev` a warm user's run is prewarmed too: two hits per run), so this module
+  wraps `SessionPool.acquire` to tell them apart: an acquisition inside a run (a graph
+  step: `langgraph.config.get_config()` answers) or outside one (a prewarm), a hit when
+  the pool did not call the `open_session` it was given. Also: the prewarmer's counters,
+  how often the edge asked for a prewarm in this process and how often one was
+  scheduled (a wrapper around the name `onbehalf.edge` calls, `start_prewarm`), and which
+  bench graphs this process could prewarm (`graph_tools_for`).
+
+Custom routes are not behind the auth handler; this app only ever runs on
+loopback for the bench.
 """
 
 from __future__ import annotations
@@ -14,17 +30,23 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from pyinstrument import Profiler
-from starlette.applications import Starlette
+from fastapi import FastAPI
+from langgraph.config import get_config
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bench.profiling import _frames, package_of
+from onbehalf import edge
 from onbehalf.http_app import app as product_app
+from onbehalf.mcp.pool import SessionKey, SessionPool, session_pool
+from onbehalf.mcp.prewarm import graph_tools_for, prewarmer
+from onbehalf.mcp.sessions import McpSession
+
+BENCH_GRAPH_IDS = ("bench_onbehalf", "bench_onbehalf_noprewarm", "bench_floor")
 
 EDGE_FUNCTIONS = {
     ("src/onbehalf/edge.py", "authenticate"), ("src/onbehalf/edge.py", "runs_are_private"),
@@ -37,10 +59,12 @@ EDGE_FUNCTIONS = {
 """Inclusive time is reported for these (for `__call__` of the HTTP middlewares only its own
 body parsing counts: `loads`/`_carries_token` below it, not the app it hands on to)."""
 
-_profiler: Profiler | None = None
+_profiler: Any = None
 
 
 async def start(request: Request) -> JSONResponse:
+    from pyinstrument import Profiler
+
     global _profiler
     _profiler = Profiler(interval=0.001, async_mode="disabled")
     _profiler.start()
@@ -56,6 +80,8 @@ def _edge(frame: Any) -> str | None:
 
 
 async def stop(request: Request) -> JSONResponse:
+    from bench.profiling import _frames, package_of
+
     global _profiler
     if _profiler is None:
         return JSONResponse({"error": "not profiling"}, status_code=400)
@@ -92,8 +118,65 @@ async def stop(request: Request) -> JSONResponse:
     })
 
 
-app = Starlette(
+_counted: Counter[str] = Counter()
+_acquire = SessionPool.acquire
+_start_prewarm = edge.start_prewarm
+
+
+def _in_run() -> bool:
+    try:
+        get_config()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def _counted_acquire(self: SessionPool, key: SessionKey,
+                           open_session: Callable[[], Awaitable[McpSession]]) -> McpSession:
+    opened = False
+
+    async def opening() -> McpSession:
+        nonlocal opened
+        opened = True
+        return await open_session()
+
+    session = await _acquire(self, key, opening)
+    _counted[f"{'run' if _in_run() else 'other'}_{'opened' if opened else 'hits'}"] += 1
+    return session
+
+
+SessionPool.acquire = _counted_acquire  # type: ignore[method-assign]
+
+
+async def _counted_start_prewarm(server_user: Any, assistant_id: Any) -> bool:
+    scheduled = await _start_prewarm(server_user, assistant_id)
+    _counted["prewarm_asked"] += 1
+    _counted["prewarm_scheduled"] += int(scheduled)
+    return scheduled
+
+
+edge.start_prewarm = _counted_start_prewarm  # the name `runs_are_private` calls
+
+
+async def pool(request: Request) -> JSONResponse:
+    sessions, prewarms = session_pool(), prewarmer()
+    return JSONResponse({
+        "pid": os.getpid(), "opened": sessions.opened, "reused": sessions.reused,
+        "idle": sessions.idle_count,
+        "runs": {"hits": _counted["run_hits"], "opened": _counted["run_opened"]},
+        "outside_runs": {"hits": _counted["other_hits"], "opened": _counted["other_opened"]},
+        "prewarm": {"asked": _counted["prewarm_asked"],
+                    "scheduled": _counted["prewarm_scheduled"],
+                    "started": prewarms.started, "finished": prewarms.finished,
+                    "failed": prewarms.failed, "skipped": prewarms.skipped,
+                    "graphs_known": [g for g in BENCH_GRAPH_IDS if graph_tools_for(g)]},
+    })
+
+
+app = FastAPI(
     routes=[Route("/bench/profile/start", start, methods=["POST"]),
-            Route("/bench/profile/stop", stop, methods=["POST"])],
+            Route("/bench/profile/stop", stop, methods=["POST"]),
+            Route("/bench/pool", pool, methods=["GET"])],
     middleware=product_app.user_middleware,
+    docs_url=None, redoc_url=None, openapi_url=None,
 )
