@@ -9,7 +9,7 @@ from onbehalf.http_app import app
 from onbehalf.production import production_problems
 
 ROUTES = [("GET", "/console"), ("GET", "/console/static/console.js"),
-          ("POST", "/console/api/token"), ("GET", "/console/api/servers")]
+          ("POST", "/console/api/token")]
 
 
 def _client(host: str = "127.0.0.1") -> TestClient:
@@ -96,14 +96,6 @@ def test_proxied_request_from_elsewhere_is_refused(console_on, name, value) -> N
                                   ["alice"]])
 def test_bad_sign_in_requests_are_refused(console_on, body) -> None:
     assert _client().post("/console/api/token", json=body).status_code == 400
-
-
-def test_servers_lists_names_and_tools_only(console_on, monkeypatch) -> None:
-    monkeypatch.setenv("MCP_SERVERS", '{"servers": {"tickets": {"url": "http://h/mcp", '
-                       '"auth": {"type": "static", "value_env": "SECRET_X"}, '
-                       '"tools": ["list_tickets"]}}}')
-    data = _client().get("/console/api/servers").json()
-    assert data == {"servers": {"tickets": {"tools": ["list_tickets"]}}}
 
 
 def test_another_site_in_the_developers_browser_cannot_mint_a_token(console_on) -> None:

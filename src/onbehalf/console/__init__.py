@@ -29,7 +29,6 @@ from onbehalf.oauth.accounts import OAuthProblem, oauth_store
 from onbehalf.oauth.routes import caller_identity, configured_oauth_servers, unlogged_query
 from onbehalf.oauth.store import digest
 from onbehalf.redis_store import StoreError
-from onbehalf.servers import ServersFileError, load_servers_config
 from onbehalf.settings import SettingsError
 
 STATIC = Path(__file__).parent / "static"
@@ -148,25 +147,6 @@ async def token(request: Request) -> Response:
                         headers=_NO_STORE)
 
 
-def _servers_config() -> dict[str, object]:
-    try:
-        return {name: {"tools": server.tools}
-                for name, server in load_servers_config().servers.items()}
-    except ServersFileError:
-        return {}
-
-
-async def servers(request: Request) -> Response:
-    """Configured server names and tool allowlists (no URLs, no credentials)."""
-    if not console_enabled():
-        return _not_found()
-    out = {}
-    for name, cfg in _servers_config().items():
-        tools = cfg.get("tools") if isinstance(cfg, dict) else None
-        out[str(name)] = {"tools": [str(t) for t in tools] if isinstance(tools, list) else None}
-    return JSONResponse({"servers": out}, headers=_NO_STORE)
-
-
 async def flow(request: Request) -> Response:
     """Which server a held connection is for, to the signed-in holder of its confirm secret.
 
@@ -202,10 +182,8 @@ async def flow(request: Request) -> Response:
 
 
 routes = [
-    Route("/console", page, methods=["GET"]),
-    Route("/console/", page, methods=["GET"]),
+    *(Route(path, page, methods=["GET"]) for path in ("/console", "/console/")),
     Route("/console/static/{name}", static, methods=["GET"]),
     Route("/console/api/token", token, methods=["POST"]),
-    Route("/console/api/servers", servers, methods=["GET"]),
     Route("/console/api/flows/{flow}", flow, methods=["POST"]),
 ]
