@@ -45,7 +45,8 @@ from bench.server import (
     server_ratios,
 )
 from bench.servers import Fleet
-from onbehalf.serve import Engine, EngineError, aegra_python, ensure_database, redacted
+from onbehalf.serve import Engine, EngineError, aegra_python, ensure_database
+from onbehalf.settings import redact_url
 
 BENCH_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/onbehalf_bench"
 
@@ -108,6 +109,6 @@ def run_engine(fleet: Fleet, rounds: Rounds, levels: Sequence[tuple[int, int]], 
         results = asyncio.run(drive(served, rounds, levels, profile_users=0,
                                     burst_kinds=("warm", "floor"), paired_bursts=paired_bursts))
     results.update({"startup_seconds": round(startup, 1), "rtt_ms": fleet.rtt_ms,
-                    "n_jobs_per_worker": N_JOBS, "database": redacted(database_url)})
+                    "n_jobs_per_worker": N_JOBS, "database": redact_url(database_url)})
     results["ratios"] = server_ratios(results, "engine")
     return results

@@ -30,6 +30,7 @@ import httpx
 from onbehalf import processes
 from onbehalf.devserver import DEV_DEFAULTS, dev_servers_config, ensure_dotenv
 from onbehalf.dotenv import load_project_dotenv
+from onbehalf.settings import redact_url
 
 AEGRA_VENV = ".venv-aegra"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/onbehalf"
@@ -68,22 +69,13 @@ def aegra_python(root: Path) -> Path:
     return python
 
 
-def redacted(url: str) -> str:
-    """A database or Redis URL as it may be printed: no password."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
-
-
 def ensure_database(python: Path, database_url: str) -> bool:
     """Create the database of `database_url` when missing (True if it was created)."""
     result = subprocess.run([str(python), "-c", _CREATE_DATABASE, database_url],
                             capture_output=True, text=True, timeout=60, check=False)
     if result.returncode != 0:
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
-        raise EngineError(f"cannot reach Postgres at {redacted(database_url)} ({reason}): "
+        raise EngineError(f"cannot reach Postgres at {redact_url(database_url)} ({reason}): "
                           "start PostgreSQL or set DATABASE_URL")
     return "created" in result.stdout
 
@@ -196,7 +188,7 @@ def _serve() -> int:
     env.setdefault("MCP_SERVERS", dev_servers_config(mcp_port, notes_port))
     database_url = env.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
     if ensure_database(python, database_url):
-        print(f"==> created the database {redacted(database_url)}")
+        print(f"==> created the database {redact_url(database_url)}")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         queue = processes.ensure_redis(env, procs, "make serve", "REDIS_URL", "Aegra's run queue")
@@ -223,9 +215,9 @@ def _serve() -> int:
             "onbehalf on Aegra (offline model, no API key needed):\n"
             f"  API process             {url}   (API only: runs are queued)\n"
             f"  API + worker process    http://127.0.0.1:{worker_port}   (executes the runs)\n"
-            f"  Postgres                {redacted(database_url)}\n"
-            f"  Redis: Aegra's queue    {redacted(queue)}\n"
-            f"  Redis: onbehalf's data  {redacted(ours)}\n"
+            f"  Postgres                {redact_url(database_url)}\n"
+            f"  Redis: Aegra's queue    {redact_url(queue)}\n"
+            f"  Redis: onbehalf's data  {redact_url(ours)}\n"
             f"  tickets MCP             http://127.0.0.1:{mcp_port}/mcp\n"
             f"  notes MCP               http://127.0.0.1:{notes_port}/mcp   (OAuth)\n"
             f"  Dev console             {url}/console\n"

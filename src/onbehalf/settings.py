@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from typing import Annotated, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -268,3 +269,25 @@ def auth_settings() -> AuthSettings:
 def redis_variable() -> str:
     """The variable that names onbehalf's Redis here, for messages that tell what to fix."""
     return "ONBEHALF_REDIS_URL" if os.environ.get("ONBEHALF_REDIS_URL") else "REDIS_URL"
+
+
+def redact_url(url: str) -> str:
+    """A Redis or database URL as it may appear in a message: the password (in the
+    userinfo or the query) replaced."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, sep, _password = userinfo.partition(":")
+        # Without a colon the userinfo may be a password written in the wrong place: hide it too.
+        netloc = f"{user}:***@{hostport}" if sep else f"***@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -7,7 +7,7 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from onbehalf.settings import HandoffSettings
+from onbehalf.settings import HandoffSettings, redact_url
 from onbehalf.worker.handoff import (
     HandedOffToken,
     HandoffError,
@@ -16,7 +16,6 @@ from onbehalf.worker.handoff import (
     TokenHandoff,
     TokenMalformed,
     handoff_ttl,
-    redact_url,
     validate_execution_id,
 )
 from onbehalf.worker.runner import final_answer

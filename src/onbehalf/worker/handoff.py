@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from pydantic import SecretStr
@@ -35,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from onbehalf.jwt_auth import MAX_TOKEN_BYTES, token_fingerprint, unverified_expiry
-from onbehalf.settings import HandoffSettings, redis_variable
+from onbehalf.settings import HandoffSettings, redact_url, redis_variable
 
 logger = logging.getLogger(__name__)
 
@@ -96,27 +95,6 @@ class HandedOffToken:
     @property
     def seconds_left(self) -> int:
         return int(self.expires_at - time.time())
-
-
-def redact_url(url: str) -> str:
-    """REDIS_URL as it may appear in a message: password (in userinfo or query) replaced."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable REDIS_URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, sep, _password = userinfo.partition(":")
-        # Without a colon the userinfo may be a password written in the wrong place: hide it too.
-        netloc = f"{user}:***@{hostport}" if sep else f"***@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def validate_execution_id(execution_id: str) -> str:
