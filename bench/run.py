@@ -213,6 +213,11 @@ async def _profile(fleet: Fleet, runs: int, budget: float | None, out: Path) -> 
     return profile
 
 
+def _load() -> str:
+    """The load average (1, 5, 15 minutes), for a reader to judge the noise of a run."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -234,7 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.rtt_ms < 0:
         parser.error("--rtt-ms must not be negative")
+    load_at_start = _load()
+    print(f"load average at the start: {load_at_start}", flush=True)
     results = run(plan, sections, args.out, rtt_ms=args.rtt_ms)
+    results["meta"]["load_average"] = {"start": load_at_start, "end": _load()}
     results["meta"]["quick"] = args.quick
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     drawn = chart(results, args.out / "latency.png")
@@ -244,9 +252,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     picture = args.out / "latency.png" if drawn else "none (pip install -e '.[bench]')"
     print(f"results: {args.out / 'results.json'}   chart: {picture}   "
           f"({results['meta']['seconds']} s)")
+    load = results["meta"]["load_average"]
+    print(f"load average at the start: {load['start']}, at the end: {load['end']} "
+          "(1, 5, 15 min; on 2 cores, above 2 the figures are noisy)")
     if results.get("errors"):
         print(f"sections that failed: {', '.join(results['errors'])}", file=sys.stderr)
         return 1
+    failed = [t["name"] for t in results["targets"] if t["status"] == "FAIL"]
+    if failed:
+        print(f"{len(failed)} target(s) failed: {'; '.join(failed)}", file=sys.stderr)
+        # a --quick run is a smoke run: too few rounds to judge a target on
+        return 0 if args.quick else 1
     return 0
 
 

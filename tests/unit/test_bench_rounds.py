@@ -50,3 +50,26 @@ async def test_the_minimum_never_exceeds_the_planned_iterations() -> None:
 async def test_sequential_honours_the_budget_too() -> None:
     assert len(await sequential(Counting(), runs=100, budget_seconds=0.0)) == 10
     assert len(await sequential(Counting(), runs=5, warmup=1)) == 5
+
+
+def test_a_floor_slower_than_what_it_bounds_never_passes() -> None:
+    from bench.report import Target, floor_refusal
+
+    fine = Target("warm ≤ 1.05 × floor", 1.02, 1.05, True, refused=floor_refusal(1.02, "floor"))
+    noise = Target("warm ≤ 1.05 × floor", 0.97, 1.05, True, refused=floor_refusal(0.97, "floor"))
+    wrong = Target("warm ≤ 1.05 × floor", 0.85, 1.05, True, refused=floor_refusal(0.85, "floor"))
+    assert (fine.status, noise.status, wrong.status) == ("PASS", "PASS", "FAIL")
+    assert "the floor is wrong" in wrong.line()
+
+
+def test_make_bench_exits_1_when_a_target_fails(monkeypatch, tmp_path) -> None:
+    import bench.run as run_module
+
+    def fake_run(plan, sections, out, rtt_ms):
+        return {"meta": {"seconds": 0.1}, "targets": [
+            {"name": "x ≤ 1", "status": "FAIL"}, {"name": "y ≤ 1", "status": "PASS"}]}
+
+    monkeypatch.setattr(run_module, "run", fake_run)
+    monkeypatch.setattr(run_module, "chart", lambda results, path: False)
+    monkeypatch.setattr(run_module, "render", lambda results: "")
+    assert run_module.main(["--only", "core", "--out", str(tmp_path)]) == 1
