@@ -282,10 +282,9 @@ def _with_detail(send: Send) -> Send:
     async def wrapper(message: Message) -> None:
         nonlocal start
         if message["type"] == "http.response.start":
-            headers = dict(message.get("headers") or [])
-            if message["status"] >= 400 and headers.get(b"content-type", b"").startswith(
-                b"application/json"
-            ):
+            if message["status"] >= 400 and dict(message.get("headers") or []).get(
+                b"content-type", b""
+            ).startswith(b"application/json"):
                 start = message  # hold it until the body shows whether `detail` is there
                 return
             await send(message)
