@@ -141,11 +141,13 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run_at_the_terminal(serve: Callable[[], int]) -> int:
-    """Run `serve` as the command a person started: Ctrl-C (or SIGTERM) only sets
+    """Run `serve` as the command a person started: Ctrl-C (or SIGTERM, SIGHUP) only sets
     `STOPPING`; the servers run in sessions of their own and this process in a foreground
     group of its own, so the terminal's SIGINT reaches it alone, which stops them all in
     order and exits 0, and no second signal lands in the middle of that."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: the terminal closing (or tmux's session ending) must stop the servers,
+    # which run in sessions of their own and would otherwise outlive this process
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: STOPPING.set())
     give_back = take_the_terminal()
     try:

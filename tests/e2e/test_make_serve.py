@@ -78,8 +78,11 @@ def test_alice_and_bob_chat_through_the_api_process(serve: Serve) -> None:
         assert db.execute("SELECT count(*) FROM runs").fetchone()[0] >= 2
 
 
-def test_ctrl_c_stops_every_server(serve: Serve) -> None:
-    serve.process.send_signal(signal.SIGINT)
+def test_closing_the_terminal_stops_every_server(serve: Serve) -> None:
+    """SIGHUP (the terminal or the tmux session closed) stops everything, as Ctrl-C does
+    (make dev's tests press Ctrl-C): the servers run in sessions of their own and would
+    otherwise outlive the command."""
+    serve.process.send_signal(signal.SIGHUP)
     assert serve.process.wait(timeout=30) == 0, serve.output()[-3000:]
     for port in serve.ports.values():
         with pytest.raises(httpx.ConnectError):
