@@ -364,8 +364,8 @@ def render(results: dict[str, Any]) -> str:
         out.append("")
     if "targets" in results:
         out.append("## Targets")
-        out += [Target(**{k: t[k] for k in ("name", "value", "limit", "at_most", "unit")}).line()
-                for t in results["targets"]]
+        keys = ("name", "value", "limit", "at_most", "unit", "refused")
+        out += [Target(**{k: t[k] for k in keys if k in t}).line() for t in results["targets"]]
     return "\n".join(out)
 
 

@@ -73,3 +73,12 @@ def test_make_bench_exits_1_when_a_target_fails(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(run_module, "chart", lambda results, path: False)
     monkeypatch.setattr(run_module, "render", lambda results: "")
     assert run_module.main(["--only", "core", "--out", str(tmp_path)]) == 1
+
+
+def test_the_printed_targets_say_what_the_exit_code_says() -> None:
+    from bench.report import Target, floor_refusal, render
+
+    refused = Target("server-warm ≤ 1.05 × server-floor", 0.85, 1.05, True,
+                     refused=floor_refusal(0.85, "server-floor"))
+    printed = render({"targets": [refused.as_dict()]})
+    assert "FAIL" in printed and "PASS" not in printed and "the floor is wrong" in printed
