@@ -7,9 +7,9 @@ All three run the same scripted `WorkloadModel` (3 tool calls, then an answer):
 - `bench_onbehalf_noprewarm`: the same, not registered: runs of it are never prewarmed
   (the cold figure without prewarm, measured on the same server, interleaved).
 - `bench_floor`: tools bound to one session, opened with the floor user's token
-  (`BENCH_FLOOR_TOKEN`) on the first run (a warm-up) and kept for the process; no per-user
-  work at all. The tools reach the model and are executed by a middleware with the same
-  hooks, so the graph has the same shape.
+  (`BENCH_FLOOR_TOKEN`) on the first run (a warm-up) and kept for the process, over the
+  kit's own HTTP transport; no per-user work at all. The tools reach the model and are
+  executed by a middleware with the same hooks, so the graph has the same shape.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from langchain_mcp_adapters.tools import load_mcp_tools
 from bench.workload import workload_agent
 from onbehalf.mcp.middleware import McpToolsMiddleware
 from onbehalf.mcp.prewarm import register_graph
+from onbehalf.mcp.transport import client_factory
 
 
 def _onbehalf(*, prewarmed: bool) -> Any:
@@ -51,9 +52,12 @@ class FloorTools(AgentMiddleware[Any, Any, Any]):
             self._lock = self._lock or asyncio.Lock()
             async with self._lock:
                 if self._tools is None:
+                    # the kit's own HTTP transport (shared, sharded request pools): the floor
+                    # differs from the kit only by the per-user work, not by a slower client
                     client = MultiServerMCPClient({"s": {
                         "transport": "streamable_http", "url": os.environ["BENCH_FLOOR_URL"],
                         "headers": {"Authorization": f"Bearer {os.environ['BENCH_FLOOR_TOKEN']}"},
+                        "httpx_client_factory": client_factory(),
                     }})
                     self._session_cm = client.session("s")
                     session = await self._session_cm.__aenter__()
