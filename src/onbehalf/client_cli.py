@@ -5,7 +5,10 @@ audience; `chat` sends one message through the LangGraph SDK with that token
 as the `Authorization` header, exactly as a real client would. When the run
 pauses for a connection (`connect_account` / `reconnect_account`), `chat`
 prints the link, waits until `GET /connections` shows the account connected
-(or, for other accounts, until Enter), and resumes the thread.
+(or, for other accounts, until Enter), and resumes the thread. When an MCP
+server asks the user something (`mcp_elicitation`), `chat` asks on the terminal:
+one prompt per field of a form, or the URL and accept/decline; without a
+terminal it exits 5 with the thread id.
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ async def _wait_for_user(url: str, token: str, pause: dict[str, Any],
     """Print the link; come back when the account is connected (what resuming sends)."""
     kind = pause.get("type")
     server = str(pause.get("server") or "")
+    if kind == "mcp_elicitation":
+        return await asyncio.to_thread(answer_on_terminal, pause, thread_id)
     wanted = set(pause.get("scopes") or []) if kind == "grant_scopes" else set()
     if kind not in ("connect_account", "reconnect_account", "grant_scopes"):
         raise CliError(f"the run paused: {json.dumps(pause)[:500]} (thread {thread_id})",
@@ -113,6 +118,80 @@ async def _wait_for_user(url: str, token: str, pause: dict[str, Any],
             await asyncio.sleep(CONNECT_POLL_SECONDS)
     raise CliError(f"{server!r} was not connected in time; resume thread {thread_id} later",
                    PAUSED_EXIT_CODE)
+
+
+def answer_on_terminal(pause: dict[str, Any], thread_id: str) -> dict[str, Any]:
+    """The user's answers to an `mcp_elicitation`, asked on the terminal (what resuming
+    sends). A URL is printed whole, never opened here."""
+    server, tool = pause.get("server"), pause.get("tool_name")
+    requests = pause.get("requests") or []
+    print(f"MCP server {server!r} asks, for {tool!r}:", file=sys.stderr)
+    for request in requests:
+        print(f"  {request.get('message')}", file=sys.stderr)
+        if request.get("mode") == "url":
+            print(f"  {request.get('url')}", file=sys.stderr)
+    if pause.get("error"):
+        print(f"({pause['error']})", file=sys.stderr)
+    if not sys.stdin.isatty():
+        raise CliError(f"the run paused for the user to answer MCP server {server!r}; resume "
+                       f"thread {thread_id} with {{\"responses\": ...}}", PAUSED_EXIT_CODE)
+    sys.stderr.flush()
+    return {"responses": {request["key"]: _ask(request) for request in requests}}
+
+
+def _ask(request: dict[str, Any]) -> dict[str, Any]:
+    if request.get("mode") == "url":
+        choice = _choose("open it yourself; done and accept? [y]es, [n]o (decline), [c]ancel: ")
+        return {"action": choice}
+    choice = _choose("answer? [y]es, [n]o (decline), [c]ancel: ")
+    if choice != "accept":
+        return {"action": choice}
+    schema = request.get("requested_schema") or {}
+    required = set(schema.get("required") or [])
+    content: dict[str, Any] = {}
+    for name, field in (schema.get("properties") or {}).items():
+        value = _field(name, field, name in required)
+        if value is not None:
+            content[name] = value
+    return {"action": "accept", "content": content}
+
+
+def _choose(prompt: str) -> str:
+    while True:
+        reply = input(prompt).strip().lower()[:1]
+        if reply in ("y", "n", "c"):
+            return {"y": "accept", "n": "decline", "c": "cancel"}[reply]
+
+
+def _field(name: str, field: dict[str, Any], required: bool) -> Any:
+    """One form field from the terminal, as its schema type (empty: left out if optional)."""
+    kind = field.get("type", "string")
+    hints = [kind, *(["one of " + ", ".join(map(str, field["enum"]))] if "enum" in field else []),
+             *([str(field["description"])] if field.get("description") else [])]
+    while True:
+        raw = input(f"{field.get('title') or name} ({'; '.join(hints)}): ").strip()
+        if not raw and not required:
+            return None
+        try:
+            return _typed(raw, kind)
+        except ValueError:
+            print(f"  not a {kind}", file=sys.stderr)
+
+
+def _typed(raw: str, kind: str) -> Any:
+    if kind == "boolean":
+        if raw.lower() in ("y", "yes", "true", "1"):
+            return True
+        if raw.lower() in ("n", "no", "false", "0"):
+            return False
+        raise ValueError(raw)
+    if kind == "integer":
+        return int(raw)
+    if kind == "number":
+        return float(raw)
+    if kind == "array":
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
 
 
 async def _connection(http: httpx.AsyncClient, server: str) -> dict[str, Any] | None:

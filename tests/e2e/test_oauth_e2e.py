@@ -31,6 +31,7 @@ from tests.support.langgraph_server import LangGraphServer
 from tests.support.leaks import find_leaks
 from tests.support.oauth_provider import OAuthWorld, oauth_world
 from tests.support.pg_scan import scan_postgres
+from tests.support.threads import ask, bearer, last_text, pause_of
 from tests.support.tokens import free_port, mint, subprocess_env
 
 pytestmark = [pytest.mark.e2e]
@@ -132,10 +133,6 @@ def client_as(server: LangGraphServer, user: str) -> LangGraphClient:
                       headers={"Authorization": f"Bearer {mint(user)}"})
 
 
-def bearer(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(user)}"}
-
-
 async def disconnect(server: LangGraphServer, user: str) -> None:
     await asyncio.to_thread(disconnect_now, server, user)
 
@@ -156,27 +153,6 @@ def status_now(server: LangGraphServer, user: str) -> str:
     (entry,) = answer.json()["connections"]
     assert entry["server"] == "notes"
     return str(entry["status"])
-
-
-async def ask(client: LangGraphClient, thread_id: str, text: str,
-              resume: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"command": {"resume": resume}} if resume is not None else {
-        "input": {"messages": [{"role": "user", "content": text}]}}
-    await client.runs.wait(thread_id, "assistant", **body)
-    return await client.threads.get_state(thread_id)
-
-
-def pause_of(state: dict[str, Any]) -> dict[str, Any]:
-    values = [i["value"] for task in state.get("tasks", []) for i in task.get("interrupts", [])]
-    assert len(values) == 1, state
-    return values[0]
-
-
-def last_text(state: dict[str, Any]) -> str:
-    content = state["values"]["messages"][-1]["content"]
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return str(content)
 
 
 async def consent_and_callback(world: OAuthWorld, server: LangGraphServer, link: str,

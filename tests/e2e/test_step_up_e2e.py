@@ -14,7 +14,6 @@ import json
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -25,7 +24,8 @@ from langgraph_sdk.client import LangGraphClient
 
 from tests.support.langgraph_server import LangGraphServer, run_langgraph_dev
 from tests.support.oauth_provider import OAuthWorld, oauth_world
-from tests.support.tokens import free_port, mint, subprocess_env
+from tests.support.threads import ask, bearer, last_text, pause_of, worker_run
+from tests.support.tokens import free_port, subprocess_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -61,28 +61,6 @@ async def alice(server: LangGraphServer) -> AsyncIterator[LangGraphClient]:
     async with httpx.AsyncClient(base_url=server.url, headers=bearer("alice")) as http:
         await http.delete("/connections/notes")
     await client.aclose()
-
-
-def bearer(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(user)}"}
-
-
-async def ask(client: LangGraphClient, thread_id: str, text: str = "",
-              resume: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"command": {"resume": resume}} if resume is not None else {
-        "input": {"messages": [{"role": "user", "content": text}]}}
-    await client.runs.wait(thread_id, "assistant", **body)
-    return await client.threads.get_state(thread_id)
-
-
-def pause_of(state: dict[str, Any]) -> dict[str, Any]:
-    values = [i["value"] for task in state.get("tasks", []) for i in task.get("interrupts", [])]
-    assert len(values) == 1, state
-    return values[0]
-
-
-def last_text(state: dict[str, Any]) -> str:
-    return str(state["values"]["messages"][-1]["content"])
 
 
 async def grant(server: LangGraphServer, world: OAuthWorld, link: str, user: str) -> None:
@@ -133,14 +111,7 @@ async def test_the_worker_exits_5_and_chat_waits_for_the_grant(
 
     execution = f"alice-{uuid.uuid4().hex[:10]}"
     env = subprocess_env(**settings)
-    with anyio.fail_after(90):
-        put = await anyio.run_process(
-            [sys.executable, "-m", "onbehalf", "handoff", "put", execution],
-            input=mint("alice").encode(), env=env, check=False)
-        assert put.returncode == 0, put.stderr
-        run = await anyio.run_process(
-            [sys.executable, "-m", "onbehalf", "worker", "run", "--execution-id", execution,
-             "add_note text=from-worker"], env=env, check=False)
+    run = await worker_run(env, "alice", execution, "add_note text=from-worker")
     assert run.returncode == 5, run.stderr.decode()
     assert '"grant_scopes"' in run.stdout.decode()
 

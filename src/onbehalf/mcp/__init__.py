@@ -19,6 +19,7 @@ Inside, one module per decision:
 - `tools`        allowlists and tool naming
 - `failures`     every sentence about a failed server (below all that report one)
 - `interceptors` per-call policy: timeout, failure → text, 401 → reconnect, audit, bounds
+- `elicitation`  a server asking the user during a call: the pause, the answer, parked calls
 - `connect`      the `connect_account` tool for unconnected OAuth servers
 - `prewarm`      opening a user's sessions while the server queues their run
 - `middleware`   `McpToolsMiddleware`, which wires the above into an agent

@@ -19,7 +19,7 @@ audit_log = logging.getLogger("onbehalf.audit")
 
 Outcome = Literal[
     "ok", "tool_error", "not_allowed", "timeout", "unavailable", "refused", "expired",
-    "cancelled", "failed",
+    "cancelled", "failed", "paused",
 ]
 
 

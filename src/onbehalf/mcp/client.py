@@ -30,6 +30,7 @@ from langchain_mcp_adapters.sessions import Connection, SSEConnection, Streamabl
 from pydantic import SecretStr
 
 from onbehalf.jwt_auth import bearer_header, token_fingerprint
+from onbehalf.mcp.elicitation import answer_ttl_seconds
 from onbehalf.mcp.sessions import ROUTED_CALLBACKS, route_message, session_http_client
 from onbehalf.servers import McpServer
 
@@ -71,6 +72,9 @@ def mcp_connection(server: McpServer, auth: CredentialAuth | None) -> Connection
         "url": server.url,
         "headers": headers,
         "timeout": server.timeout_seconds,
+        # a call may wait that long for the user's answer to the server's question, the
+        # stream of its response silent meanwhile (elicitation.py)
+        "sse_read_timeout": max(300.0, answer_ttl_seconds()),
         "httpx_client_factory": session_http_client,
         "session_kwargs": {"message_handler": route_message},
     }

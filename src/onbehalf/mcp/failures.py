@@ -94,3 +94,23 @@ def tool_result(call: dict[str, Any], text: str) -> ToolMessage:
 
 def tool_error(call: dict[str, Any], text: str) -> ToolMessage:
     return ToolMessage(content=text, tool_call_id=call["id"], name=call["name"], status="error")
+
+
+def answered_too_late(server: str, tool: str) -> str:
+    """A server's question (elicitation) answered after its call was gone: not sent again."""
+    return (f"MCP server {server!r} asked the user something during {tool!r}, and the answer "
+            "came too late: the call waiting for it is gone (its session ended, the wait timed "
+            f"out, or another server process resumed). {tool!r} is not marked idempotent, so it "
+            "was not sent again; it may have done part of its work: check before retrying")
+
+
+def elicitation_refused_by_user(server: str, tool: str, action: str) -> str:
+    """The user declined or cancelled what a server asked before running a call (-32042)."""
+    verb = "declined" if action == "decline" else "cancelled"
+    return (f"the user {verb} what MCP server {server!r} asked for before running {tool!r}: "
+            "the call was not run")
+
+
+def answer_refused(reason: str) -> str:
+    """A resume value that does not answer the pending request; never sent to the server."""
+    return f"this answer was refused and nothing was sent to the server: {reason}. Answer again"

@@ -17,7 +17,11 @@ module decides, for that call:
   `reconnect_account` interrupt (`revoke_and_pause`);
 - the audit outcome, and the bound on the result the conversation keeps;
 - what the run's stream is told: an `mcp_tool` custom event when the call starts on its
-  server and another with the audit outcome when it ends (`announce`).
+  server and another with the audit outcome when it ends (`announce`);
+- what happens when the server asks the user something (elicitation, DESIGN.md §8.1): the
+  run pauses with `mcp_elicitation`, the waiting call is parked and gets the answer on
+  resume, and no call runs twice because of the pause (`_awaiting`, `_after_pause`; the
+  rules themselves are in `elicitation`).
 
 The graph's own `tool_interceptors` (langchain-mcp-adapters' `ToolCallInterceptor`,
 given to `McpToolsMiddleware`) run inside this, around the MCP request itself.
@@ -31,7 +35,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import ToolException
@@ -39,13 +43,32 @@ from langgraph.config import get_stream_writer
 from langgraph.errors import GraphInterrupt
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, StreamWriter, interrupt
+from mcp.types import ElicitResult
 
 from onbehalf.errors import OnBehalfError, UserTokenExpired
 from onbehalf.mcp.audit import record_tool_call, run_coordinates
 from onbehalf.mcp.credentials import ServerCredential
+from onbehalf.mcp.elicitation import (
+    ASK,
+    VISIT,
+    Asked,
+    Dialog,
+    Parked,
+    answer_ttl_seconds,
+    as_request,
+    check_answer,
+    park,
+    pause_payload,
+    refuse,
+    repeatable,
+    unpark,
+    url_elicitations,
+)
 from onbehalf.mcp.failures import (
+    answered_too_late,
     asked_again,
     describe_failure,
+    elicitation_refused_by_user,
     explain_refusal,
     grant_message,
     lost_during_run,
@@ -196,14 +219,35 @@ async def _call(
         audit["outcome"] = "expired"
         return tool_error(call, str(exc))
     timeout = scope.config.servers[bound.server].timeout_seconds
+    pause = _Pause(call, user, scope, _thread_of(config))
+    try:
+        after = await _after_pause(pause, bound)
+    except GraphInterrupt:
+        audit["outcome"] = "paused"  # waiting for the user's answer (elicitation)
+        raise
+    if isinstance(after, ToolMessage):
+        audit["outcome"] = "tool_error"
+        return after
     renewed = refreshed = False
     try:
         while True:
+            if after is not None:  # the parked call, answered: no retry can resend it
+                bound = after.bound or bound
+                bound.session.notify = _stream_writer()
+                result = await _awaiting(pause, bound, after.work, timeout, after)
+                break
             bound.session.notify = _stream_writer()
             try:
-                result = await race(bound, handler(request.override(tool=bound.tool)), timeout)
+                work = asyncio.ensure_future(handler(request.override(tool=bound.tool)))
+                result = await _awaiting(pause, bound, work, timeout)
                 break
-            except Exception:
+            except GraphInterrupt:
+                raise
+            except Exception as exc:
+                if (visits := url_elicitations(exc)) is not None:
+                    # -32042: the server ran nothing; after the user's accept, sent again
+                    await _ask_to_visit(pause, bound, visits)
+                    continue
                 if bound.session.ended_by_server and not renewed:
                     renewed = True
                     # the server ended the session (404) without running the call:
@@ -220,6 +264,9 @@ async def _call(
         bound.session.broken = True
         audit["outcome"] = "timeout"
         return tool_error(call, no_answer(bound.server, timeout))
+    except GraphInterrupt:
+        audit["outcome"] = "paused"
+        raise
     except (OnBehalfError, asyncio.CancelledError):
         raise
     except ToolException as exc:  # the tool's own refusal (a graph's interceptor, conversion)
@@ -255,16 +302,24 @@ async def race(bound: BoundTool, work: Awaitable[T], limit_seconds: float) -> T:
     """Await a request over the bound session, but stop as soon as the session fails.
 
     The MCP SDK leaves a request waiting when its session dies (e.g. after an
-    HTTP 401), so each call races the session's failure and the timeout."""
+    HTTP 401), so each call races the session's failure and the timeout. A question of
+    the server to the user (elicitation) raises `Asked`, the request still waiting."""
     session = bound.session
     task = asyncio.ensure_future(work)
     failed = asyncio.ensure_future(session.failed.wait())
+    asked = asyncio.ensure_future(session.questions.get())
     try:
         done, _ = await asyncio.wait(
-            {task, failed}, timeout=limit_seconds, return_when=asyncio.FIRST_COMPLETED
+            {task, failed, asked}, timeout=limit_seconds, return_when=asyncio.FIRST_COMPLETED
         )
     finally:
         failed.cancel()
+        if not asked.done():
+            asked.cancel()
+    if asked in done and not asked.cancelled():
+        if task not in done:
+            raise Asked(asked.result())
+        session.questions.put_nowait(asked.result())  # not this call's: left for the next
     if task in done:
         return task.result()
     task.cancel()
@@ -275,11 +330,139 @@ async def race(bound: BoundTool, work: Awaitable[T], limit_seconds: float) -> T:
     raise SessionFailed(bound.server)
 
 
+# --- the server asks the user (elicitation) ---------------------------------------------
+
+class _Pause:
+    """Where one execution of a tool call stands with the user's answers."""
+
+    def __init__(self, call: dict[str, Any], user: UserToken, scope: RunScope,
+                 thread: str | None) -> None:
+        self.call = call
+        self.user = user
+        self.scope = scope
+        self.thread = thread
+        self.dialog = Dialog()
+
+    def parked(self, at: BoundTool, requests: list[dict[str, Any]], **held: Any) -> Parked:
+        return Parked(identity=self.user.identity, fingerprint=self.user.fingerprint,
+                      server=at.server, tool=at.mcp_tool.name, requests=requests,
+                      asked=self.dialog.asked, **held)
+
+    def park_and_ask(self, parked: Parked) -> NoReturn:
+        """Pause the run on `parked`'s requests: GraphInterrupt (every earlier answer was
+        replayed, so none is there for this one)."""
+        assert self.thread is not None
+        park(self.thread, self.call["id"], parked)
+        self.dialog.ask(pause_payload(parked.server, parked.tool, parked.requests))
+        raise RuntimeError("an interrupt returned an answer nobody gave")
+
+    def answer(self, parked: Parked) -> dict[str, Any]:
+        """The user's answer to `parked` (already given: this execution is its resume),
+        checked against its requests; a bad one pauses again with the reason."""
+        assert self.thread is not None
+        self.dialog.skip_to(parked.asked)
+        value = self.dialog.ask(pause_payload(parked.server, parked.tool, parked.requests))
+        while isinstance(checked := check_answer(value, parked.requests), str):
+            value = refuse(self.dialog, self.thread, self.call["id"], parked, checked)
+        return checked
+
+
+async def _after_pause(pause: _Pause, bound: BoundTool) -> ToolMessage | Parked | None:
+    """On a resume of this tool call: the answered parked call to go on with, what the
+    model reads, or None to send the call (again). Nothing runs twice because of a pause."""
+    call, dialog = pause.call, pause.dialog
+    parked = unpark(pause.thread, call["id"], pause.user) if pause.thread else None
+    if parked is not None:
+        answers = pause.answer(parked)
+        if parked.work is None:  # -32042: sent again only when the user accepted
+            return _visit_outcome(call, parked.server, parked.tool, answers)
+        if parked.waiting and parked.question is not None:
+            parked.question.answer.set_result(next(iter(answers.values())))
+            return parked
+        parked.drop()
+        return _too_late(call, bound, parked.server, parked.tool)
+    if dialog.latest_answers(ASK) is not None:  # asked during a call no longer here
+        dialog.skip_to(len(dialog.answers))
+        return _too_late(call, bound, bound.server, bound.mcp_tool.name)
+    if (visited := dialog.latest_answers(VISIT)) is not None:  # -32042, in another process
+        dialog.skip_to(len(dialog.answers))
+        answers = {key: ElicitResult(action=value.get("action", "cancel"))
+                   if isinstance(value, dict) and value.get("action") in ("accept", "decline")
+                   else ElicitResult(action="cancel") for key, value in visited.items()}
+        return _visit_outcome(call, bound.server, bound.mcp_tool.name, answers)
+    return None
+
+
+def _visit_outcome(call: dict[str, Any], server: str, tool: str,
+                   answers: dict[str, ElicitResult]) -> ToolMessage | None:
+    refused = next((a.action for a in answers.values() if a.action != "accept"), None)
+    return None if refused is None else tool_error(
+        call, elicitation_refused_by_user(server, tool, refused))
+
+
+def _too_late(call: dict[str, Any], bound: BoundTool, server: str, tool: str
+              ) -> ToolMessage | None:
+    """The answer's call is gone: sent again only when the tool says that is harmless."""
+    if repeatable(bound.mcp_tool):
+        return None
+    return tool_error(call, answered_too_late(server, tool))
+
+
+async def _ask_to_visit(pause: _Pause, bound: BoundTool, asked: list[Any]) -> None:
+    """-32042: pause with the URL(s); returns once the user accepted (send the call again)."""
+    if pause.thread is None:
+        raise ToolException(f"MCP server {bound.server!r} needs the user to visit "
+                            f"{' '.join(a.url for a in asked)} first")
+    pause.dialog.skip_to(len(pause.dialog.answers))
+    requests = [as_request(f"{VISIT}{pause.dialog.asked + 1}-{n}", params)
+                for n, params in enumerate(asked, 1)]
+    pause.park_and_ask(pause.parked(bound, requests))
+
+
+async def _awaiting(pause: _Pause, bound: BoundTool, work: Any, limit_seconds: float,
+                    parked: Parked | None = None) -> Any:
+    """The call's result; each question of the server on the way pauses the run, the call
+    parked (session and request kept for its resume, lent to nobody)."""
+    try:
+        while True:
+            try:
+                result = await race(bound, work, limit_seconds)
+            except Asked as asked:
+                question = asked.question
+                if pause.thread is None:  # no thread to pause: nobody can answer
+                    question.answer.set_result(ElicitResult(action="cancel"))
+                    continue
+                pause.dialog.skip_to(len(pause.dialog.answers))
+                key = f"{ASK}{pause.dialog.asked + 1}"
+                if parked is None:
+                    parked = pause.parked(bound, [question.request(key)], bound=bound,
+                                          work=work, question=question,
+                                          on_drop=pause.scope.detach(bound.session))
+                else:
+                    parked.requests, parked.question = [question.request(key)], question
+                    parked.asked = pause.dialog.asked
+                    parked.expires = time.monotonic() + answer_ttl_seconds()
+                pause.park_and_ask(parked)
+            break
+    except BaseException as exc:
+        if parked is not None and not isinstance(exc, GraphInterrupt):
+            parked.drop()
+        raise
+    if parked is not None:
+        parked.drop()  # done: its session closes, never pooled
+    return result
+
+
 class SessionFailed(Exception):
     """The session a call was waiting on failed (refused, cut, or ended) before it answered."""
 
     def __init__(self, server: str) -> None:
         super().__init__(f"the session to {server!r} failed")
+
+
+def _thread_of(config: dict[str, Any] | None) -> str | None:
+    thread = ((config or {}).get("configurable") or {}).get("thread_id")
+    return str(thread) if thread is not None else None
 
 
 def announce(

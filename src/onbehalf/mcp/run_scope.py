@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from langchain_core.tools import BaseTool
@@ -145,6 +145,21 @@ class RunScope:
                 if bound.session is ended:
                     self._bind(name, fresh, bound.mcp_tool, public)
             return fresh
+
+    def detach(self, session: McpSession) -> Callable[[], None]:
+        """Take a session out of this run (a call parked on it waits for the user's answer):
+        the run's end neither pools nor closes it. Returns what closes it, never pooled."""
+        key = self.keys.get(session.server)
+        if self.sessions.get(session.server) is session:
+            del self.sessions[session.server]
+        pool = session_pool()
+
+        def close() -> None:
+            session.notify = None
+            if key is not None:
+                pool.release(key, session, reusable=False)
+
+        return close
 
     async def reopen(self, name: str, user: UserToken) -> None:
         """Open `name` again on a new credential (after a refresh), rebinding its tools.

@@ -28,12 +28,16 @@ from langchain_core.tools import BaseTool
 from langchain_mcp_adapters.callbacks import CallbackContext, Callbacks
 from langgraph.types import StreamWriter
 from mcp import ClientSession
+from mcp.shared.context import RequestContext
 from mcp.types import (
+    ElicitRequestParams,
+    ElicitResult,
     LoggingMessageNotificationParams,
     ServerNotification,
     ToolListChangedNotification,
 )
 
+from onbehalf.mcp.elicitation import Question, answer_ttl_seconds
 from onbehalf.mcp.failures import no_answer, unavailable_at_open
 from onbehalf.mcp.transport import client_factory
 
@@ -92,6 +96,9 @@ class McpSession:
         """The stream writer of the run that holds this session (set per tool call): the
         server's progress and log notifications become that run's custom stream events.
         A session is lent to one run at a time, so they never reach another run."""
+        self.questions: asyncio.Queue[Question] = asyncio.Queue()
+        """What the server asked the user (`elicitation/create`) during a call, for the call
+        waiting on this session to pause the run with (elicitation.py)."""
         self._ready: asyncio.Future[ClientSession] | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -136,6 +143,17 @@ class McpSession:
                       context: CallbackContext) -> None:
         self._emit({"type": "mcp_log", "server": self.server, "level": params.level,
                     "logger": params.logger, "data": params.data})
+
+    async def _on_elicitation(self, params: ElicitRequestParams) -> ElicitResult:
+        """Hand the question to the call waiting on this session; wait for the user's
+        answer (bounded: unanswered, the server is told "cancel")."""
+        question = Question(params, asyncio.get_running_loop().create_future())
+        self.questions.put_nowait(question)
+        try:
+            async with asyncio.timeout(answer_ttl_seconds()):
+                return await asyncio.shield(question.answer)
+        except TimeoutError:
+            return ElicitResult(action="cancel")
 
     def _emit(self, event: dict[str, Any]) -> None:
         notify = self.notify
@@ -272,5 +290,14 @@ async def _route_log(params: LoggingMessageNotificationParams, context: Callback
         await session._on_log(params, context)
 
 
-ROUTED_CALLBACKS = Callbacks(on_logging_message=_route_log, on_progress=_route_progress)
+async def _route_elicitation(mcp_context: RequestContext[Any, Any], params: ElicitRequestParams,
+                             context: CallbackContext) -> ElicitResult:
+    session = serving_session.get()
+    if session is None:
+        return ElicitResult(action="decline")
+    return await session._on_elicitation(params)
+
+
+ROUTED_CALLBACKS = Callbacks(on_logging_message=_route_log, on_progress=_route_progress,
+                             on_elicitation=_route_elicitation)
 """The callbacks of every user's client: each notification goes to the session it came on."""

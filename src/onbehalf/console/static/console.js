@@ -357,6 +357,7 @@ function settleServers() {  // no more events will come: a card still without a 
 }
 
 function renderInterrupt(value) {
+  if (value && value.type === "mcp_elicitation") { renderElicitation(value); return; }
   if (!value || !["connect_account", "reconnect_account", "grant_scopes"].includes(value.type)) {
     item("interrupt", `The run paused: ${JSON.stringify(value)}`);
     return;
@@ -377,6 +378,108 @@ function renderInterrupt(value) {
   resume.textContent = "Resume";
   resume.addEventListener("click", () => { li.remove(); run({ command: { resume: { connected: value.server } } }); });
   li.append(p, connect, " ", resume);
+}
+
+function renderElicitation(value) {  // an MCP server asks the user (DESIGN.md §8.1)
+  const li = item("interrupt");
+  const form = document.createElement("form");
+  form.className = "elicitation";
+  const head = document.createElement("p");
+  head.textContent = `MCP server ${value.server} asks, for ${value.tool_name}:`;
+  form.append(head);
+  if (value.error) {
+    const error = document.createElement("p");
+    error.className = "error";
+    error.setAttribute("role", "alert");
+    error.textContent = value.error;
+    form.append(error);
+  }
+  const readers = {};
+  for (const request of value.requests || []) {
+    const box = document.createElement("fieldset");
+    box.dataset.key = request.key;
+    const legend = document.createElement("legend");
+    legend.textContent = request.message || "";
+    box.append(legend);
+    if (request.mode === "url") {
+      const link = document.createElement("a");
+      link.textContent = request.url;  // shown whole; the user opens it, never the console
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      try {
+        const url = new URL(request.url);
+        if (url.protocol === "https:" || url.protocol === "http:") link.href = url.href;
+      } catch { /* shown, not linked */ }
+      box.append(link);
+      readers[request.key] = () => ({});
+    } else {
+      readers[request.key] = formFields(box, request.requested_schema || {});
+    }
+    form.append(box);
+  }
+  const actions = document.createElement("p");
+  const visits = (value.requests || []).every((request) => request.mode === "url");
+  for (const [action, label] of [["accept", visits ? "Accept" : "Send"], ["decline", "Decline"],
+    ["cancel", "Cancel"]]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = label;
+    if (action === "accept") button.className = "primary";
+    button.addEventListener("click", () => {
+      const responses = {};
+      for (const request of value.requests || []) {
+        const response = { action };
+        if (action === "accept" && request.mode !== "url") response.content = readers[request.key]();
+        responses[request.key] = response;
+      }
+      li.remove();
+      run({ command: { resume: { responses } } });
+    });
+    actions.append(button, " ");
+  }
+  form.append(actions);
+  form.addEventListener("submit", (event) => event.preventDefault());
+  li.append(form);
+}
+
+function formFields(box, schema) {  // one input per field of the schema; returns the reader
+  const required = new Set(schema.required || []);
+  const read = {};
+  for (const [name, field] of Object.entries(schema.properties || {})) {
+    const label = document.createElement("label");
+    label.textContent = `${field.title || name}${required.has(name) ? " *" : ""} `;
+    let input;
+    if (Array.isArray(field.enum)) {
+      input = document.createElement("select");
+      for (const option of field.enum) input.append(new Option(String(option), String(option)));
+    } else {
+      input = document.createElement("input");
+      input.type = field.type === "boolean" ? "checkbox"
+        : (field.type === "integer" || field.type === "number") ? "number" : "text";
+      if (field.type !== "boolean" && field.default !== undefined) input.value = field.default;
+      if (field.type === "boolean") input.checked = field.default === true;
+    }
+    input.name = name;
+    if (field.description) input.title = field.description;
+    label.append(input);
+    box.append(label);
+    read[name] = () => {
+      if (field.type === "boolean") return input.checked;
+      if (input.value === "") return undefined;  // left empty: missing (the server refuses it if required)
+      if (field.type === "integer") return parseInt(input.value, 10);
+      if (field.type === "number") return Number(input.value);
+      if (field.type === "array") return input.value.split(",").map((v) => v.trim()).filter(Boolean);
+      return input.value;
+    };
+  }
+  return () => {
+    const content = {};
+    for (const [name, value] of Object.entries(read)) {
+      const v = value();
+      if (v !== undefined) content[name] = v;
+    }
+    return content;
+  };
 }
 
 async function* sse(resp) {
