@@ -157,6 +157,12 @@ def _serve() -> int:
             "   # prints a link: open it, sign in as alice, confirm\n"
             f'  {prefix}.venv/bin/onbehalf chat --as alice "list_notes"'
             "   # after connecting: alice's notes\n"
+            f'  {prefix}.venv/bin/onbehalf chat --as alice "add_note text=hi"'
+            "   # step-up: allow notes:write, then it runs\n"
+            f'  {prefix}.venv/bin/onbehalf chat --as alice "share_note text=hi"'
+            "   # the server asks which notebook (a form)\n"
+            f'  {prefix}.venv/bin/onbehalf chat --as alice "link_calendar"'
+            "   # the server asks you to open a page (a URL)\n"
             "  .venv/bin/onbehalf token alice   # a raw JWT for curl or the SDK\n"
             "\nCtrl-C stops every server.\n",
             flush=True,

@@ -19,7 +19,16 @@ servers do and the SDK leaves to providers:
 The RS is a FastMCP streamable-HTTP server with a `TokenVerifier` that accepts
 only live tokens of this AS issued for its own URL; anything else is 401 with
 `resource_metadata` (RFC 9728), exactly as hosted MCP servers answer. Its tools,
-`whoami` and `list_notes`, answer as the account the token was issued for.
+`whoami` and `list_notes`, answer as the account the token was issued for. Three more
+ask the user something, as hosted servers do, and count their executions
+(`world.counts["<tool>_executed"]`):
+
+- `add_note(text)` needs the `notes:write` scope (step-up: 403 `insufficient_scope`);
+- `share_note(text)` asks during the call which notebook (an `elicitation/create` form
+  with one enum field), then records the note there;
+- `link_calendar()` asks during the call for a visit to a page of the AS
+  (`/calendar-consent`, an `elicitation/create` in URL mode); it links the calendar
+  only if the person went there and allowed it.
 
 Everything lives in memory (`NotesWorld`): restarting the server forgets every
 grant, so connections made against it then read as refused and ask to reconnect.
@@ -57,7 +66,8 @@ from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, Re
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.server import Context
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
-from pydantic import AnyHttpUrl, ValidationError
+from mcp.types import ToolAnnotations
+from pydantic import AnyHttpUrl, BaseModel, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -326,6 +336,14 @@ SCOPED_TOOLS = {"add_note": WRITE_SCOPE}
 `insufficient_scope` naming what it needs (the MCP authorization spec's step-up)."""
 
 
+NOTEBOOKS = ("work", "personal")
+
+
+class Notebook(BaseModel):  # share_note's question: one string field listing the notebooks
+    notebook: str = Field(description="the notebook to put the note in",
+                          json_schema_extra={"enum": list(NOTEBOOKS)})
+
+
 class _RequireScope:
     """Answer a `tools/call` of a scoped tool with 403 `insufficient_scope` when the bearer
     lacks the scope, before the tool runs (as hosted MCP servers do)."""
@@ -428,7 +446,11 @@ class NotesWorld:
     """Every client metadata document fetched, as received."""
     counts: Counter[str] = field(default_factory=Counter)
     added: dict[str, list[str]] = field(default_factory=dict)
-    """Notes added through `add_note`, per account."""
+    """Notes added through `add_note` and `share_note`, per account."""
+    calendar_requests: dict[str, str] = field(default_factory=dict)
+    """`link_calendar`'s pending URL elicitations: elicitation id -> account."""
+    calendars_allowed: set[str] = field(default_factory=set)
+    """Elicitation ids whose page the person visited and allowed."""
     provider: Provider = field(init=False)
 
     def __post_init__(self) -> None:
@@ -523,6 +545,32 @@ def as_routes(world: NotesWorld) -> list[Any]:
             "</form><p class=dim>Notes is onbehalf's demo authorization server: "
             f"accounts {', '.join(NOTES)}; no password.</p>")))
 
+    async def calendar_page(request: Request) -> Response:
+        """`link_calendar`'s URL: the person, in their browser, allows the link."""
+        world.hit("calendar_page")
+        elicitation_id = request.query_params.get("id", "")
+        account = world.calendar_requests.get(elicitation_id)
+        if account is None:
+            return HTMLResponse(_page("Unknown request", "<p>This calendar request is "
+                                      "unknown.</p>"), status_code=400)
+        if elicitation_id in world.calendars_allowed:
+            return HTMLResponse(_page("Calendar linked", "<p id=done>Your calendar is linked "
+                                      "to Notes: go back to your chat and accept.</p>"))
+        return HTMLResponse(_page("Link your calendar", (
+            f"<p>Notes asks to link <b>{html.escape(account)}</b>'s calendar to its notes.</p>"
+            "<form method=post action=/calendar-consent>"
+            f"<input type=hidden name=id value={html.escape(elicitation_id)}>"
+            "<p><button id=allow-calendar>Link my calendar</button></p></form>")))
+
+    async def calendar_allow(request: Request) -> Response:
+        form = await request.form()
+        elicitation_id = str(form.get("id", ""))
+        if elicitation_id not in world.calendar_requests:
+            return HTMLResponse("<p>unknown request</p>", status_code=400)
+        world.calendars_allowed.add(elicitation_id)
+        return RedirectResponse(f"/calendar-consent?{urlencode({'id': elicitation_id})}",
+                                status_code=303)
+
     async def consent(request: Request) -> Response:
         form = await request.form()
         request_id = str(form.get("req", ""))
@@ -577,6 +625,8 @@ def as_routes(world: NotesWorld) -> list[Any]:
         Route("/register", register, methods=["POST"]),
         Route("/consent", consent_page, methods=["GET"]),
         Route("/consent", consent, methods=["POST"]),
+        Route("/calendar-consent", calendar_page, methods=["GET"]),
+        Route("/calendar-consent", calendar_allow, methods=["POST"]),
         *create_auth_routes(world.provider, issuer, None, registration, revocation),  # type: ignore[arg-type]
     ]
     return routes
@@ -619,6 +669,34 @@ def rs_app(world: NotesWorld, *, with_authorization_server: bool = False) -> ASG
         world.hit("add_note_executed")
         world.added.setdefault(account_of(ctx), []).append(text)
         return f"added: {text}"
+
+    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, idempotentHint=False))
+    async def share_note(text: str, ctx: Context) -> str:
+        """Add a note to a notebook of the caller's (asks which notebook)."""
+        world.hit("share_note_executed")
+        account = account_of(ctx)
+        answer = await ctx.elicit(f"Which notebook should {text!r} go to?", Notebook)
+        if answer.action != "accept":
+            return f"not shared ({answer.action})"
+        if answer.data.notebook not in NOTEBOOKS:
+            return f"not shared: no notebook {answer.data.notebook!r}"
+        world.added.setdefault(account, []).append(f"{text} ({answer.data.notebook})")
+        return f"shared {text!r} in {answer.data.notebook}"
+
+    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, idempotentHint=False))
+    async def link_calendar(ctx: Context) -> str:
+        """Link the caller's calendar to their notes (asks for a visit to a page)."""
+        world.hit("link_calendar_executed")
+        account = account_of(ctx)
+        elicitation_id = secrets.token_urlsafe(12)
+        world.calendar_requests[elicitation_id] = account
+        url = f"{world.as_url}/calendar-consent?{urlencode({'id': elicitation_id})}"
+        answer = await ctx.elicit_url("Link your calendar to Notes", url, elicitation_id)
+        if answer.action != "accept":
+            return f"calendar not linked ({answer.action})"
+        if elicitation_id not in world.calendars_allowed:
+            return "calendar not linked: the page was not visited and allowed"
+        return f"calendar linked for {account}"
 
     app = mcp.streamable_http_app()
     if with_authorization_server:
