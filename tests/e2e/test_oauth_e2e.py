@@ -31,7 +31,7 @@ from tests.support.langgraph_server import LangGraphServer
 from tests.support.leaks import find_leaks
 from tests.support.oauth_provider import OAuthWorld, oauth_world
 from tests.support.pg_scan import scan_postgres
-from tests.support.threads import ask, bearer, last_text, pause_of
+from tests.support.threads import ask, bearer, last_text, pause_of, printed_link
 from tests.support.tokens import free_port, mint, subprocess_env
 
 pytestmark = [pytest.mark.e2e]
@@ -268,11 +268,10 @@ async def test_ten_concurrent_runs_refresh_once_and_a_revoked_grant_reconnects(
     assert not state.get("tasks") and last_text(state) == "whoami returned: alice"
 
 
-@pytest.mark.anyio
-async def test_a_forwarded_link_connects_nobody(
-    server: LangGraphServer, world: OAuthWorld, secrets: Secrets
-) -> None:
-    """Bob starts a flow and gets alice to consent: her account must not become bob's."""
+async def bobs_flow_at_the_callback(server: Any, world: OAuthWorld, secrets: Secrets,
+                                    consenting: str) -> tuple[str, str, str]:
+    """Bob's run pauses to connect; `consenting` consents at the AS; the browser lands on
+    onbehalf's callback. Bob's thread, and the flow and secret the confirm step needs."""
     bob = client_as(server, "bob")
     try:
         thread = await bob.threads.create()
@@ -280,8 +279,17 @@ async def test_a_forwarded_link_connects_nobody(
     finally:
         await bob.aclose()
     secrets.add_link(pause["connect_url"], "state")
-    flow, secret = await consent_and_callback(world, server, pause["connect_url"], "alice",
+    flow, secret = await consent_and_callback(world, server, pause["connect_url"], consenting,
                                               secrets)
+    return thread["thread_id"], flow, secret
+
+
+@pytest.mark.anyio
+async def test_a_forwarded_link_connects_nobody(
+    server: LangGraphServer, world: OAuthWorld, secrets: Secrets
+) -> None:
+    """Bob starts a flow and gets alice to consent: her account must not become bob's."""
+    _, flow, secret = await bobs_flow_at_the_callback(server, world, secrets, "alice")
     refused = await confirm(server, flow, secret, "alice")  # alice's browser, signed in as alice
     assert refused.status_code == 403, refused.text
     assert "another user" in refused.json()["detail"]
@@ -325,14 +333,7 @@ async def test_chat_prints_the_link_waits_for_the_connection_and_resumes(
             [sys.executable, "-m", "onbehalf", "chat", "--as", "alice", CONNECT], env=env,
         ) as chat:
             assert chat.stdout is not None and chat.stderr is not None
-            printed = ""
-            async for chunk in chat.stdout:  # the message, then the link on its own line
-                printed += chunk.decode()
-                link = next((line for line in printed.splitlines()
-                             if line.startswith(f"{world.as_url}/authorize?")), None)
-                if link:
-                    break
-            assert link, printed
+            link = await printed_link(chat.stdout, f"{world.as_url}/authorize?")
             secrets.add_link(link, "state")
             flow, secret = await consent_and_callback(world, server, link, "alice", secrets)
             assert (await confirm(server, flow, secret, "alice")).status_code == 200
@@ -430,24 +431,16 @@ async def test_the_process_that_started_a_flow_stops_before_the_confirm(
     callback and then stops; the confirm and the resume go through the other process."""
     if not isinstance(server, AegraServer):
         pytest.skip("langgraph dev is one process: there is no other to confirm through")
-    bob = client_as(server, "bob")
-    try:
-        thread = await bob.threads.create()
-        pause = pause_of(await ask(bob, thread["thread_id"], CONNECT))
-    finally:
-        await bob.aclose()
-    secrets.add_link(pause["connect_url"], "state")
-    flow, secret = await consent_and_callback(world, server, pause["connect_url"], "bob",
-                                              secrets)
+    thread_id, flow, secret = await bobs_flow_at_the_callback(server, world, secrets, "bob")
     server.stop_one("api")
     try:
         answer = await confirm(server, flow, secret, "bob")  # through the other process
         assert answer.status_code == 200, answer.text
         other = get_client(url=server.other_url, api_key=None, headers=bearer("bob"))
         try:
-            state = await ask(other, thread["thread_id"], "", resume={"connected": "notes"})
+            state = await ask(other, thread_id, "", resume={"connected": "notes"})
             assert not state.get("tasks") and "connected" in last_text(state)
-            state = await ask(other, thread["thread_id"], "whoami")
+            state = await ask(other, thread_id, "whoami")
             assert last_text(state) == "whoami returned: bob"
         finally:
             await other.aclose()

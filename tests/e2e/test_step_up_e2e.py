@@ -24,7 +24,7 @@ from langgraph_sdk.client import LangGraphClient
 
 from tests.support.langgraph_server import LangGraphServer, run_langgraph_dev
 from tests.support.oauth_provider import OAuthWorld, oauth_world
-from tests.support.threads import ask, bearer, last_text, pause_of, worker_run
+from tests.support.threads import ask, bearer, last_text, pause_of, printed_link, worker_run
 from tests.support.tokens import free_port, subprocess_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -122,14 +122,7 @@ async def test_the_worker_exits_5_and_chat_waits_for_the_grant(
             env=env,
         ) as chat:
             assert chat.stdout is not None and chat.stderr is not None
-            printed = ""
-            async for chunk in chat.stdout:
-                printed += chunk.decode()
-                link = next((line for line in printed.splitlines()
-                             if line.startswith(f"{world.as_url}/authorize?")), None)
-                if link:
-                    break
-            assert link, printed
+            link = await printed_link(chat.stdout, f"{world.as_url}/authorize?")
             await grant(server, world, link, "alice")
             rest = b"".join([chunk async for chunk in chat.stdout]).decode()
             errors = b"".join([chunk async for chunk in chat.stderr]).decode()

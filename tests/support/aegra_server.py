@@ -39,7 +39,7 @@ from onbehalf.serve import (
 )
 from tests.support.langgraph_server import PROJECT_ROOT, LangGraphServer, run_langgraph_dev
 from tests.support.postgres_server import PrivatePostgres
-from tests.support.redis_server import PrivateRedis, redis_server_executable
+from tests.support.redis_server import PrivateRedis, started_redis
 from tests.support.tokens import free_port, subprocess_env
 
 ENGINES = ("langgraph_dev", "aegra")
@@ -200,14 +200,8 @@ def run_engine(
 @pytest.fixture(scope="session")
 def engine_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
     """A private Redis for the engine's queue, apart from the suite's (restartable)."""
-    executable = redis_server_executable()
-    if executable is None:
-        pytest.fail("no redis-server for the engine's queue", pytrace=False)
-    server = PrivateRedis(executable, lambda: tmp_path_factory.mktemp("redis-engine")).start()
-    try:
+    with started_redis(tmp_path_factory, "redis-engine") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -96,15 +97,20 @@ def _require_executable() -> str:
     return executable
 
 
-@pytest.fixture(scope="session")
-def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(
-        _require_executable(), lambda: tmp_path_factory.mktemp("redis-session")
-    ).start()
+@contextlib.contextmanager
+def started_redis(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[PrivateRedis]:
+    """A private redis-server of the suite's, stopped when the block ends."""
+    server = PrivateRedis(_require_executable(), lambda: tmp_path_factory.mktemp(name)).start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    with started_redis(tmp_path_factory, "redis-session") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -126,10 +132,5 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture
 def throwaway_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
     """A Redis of this test's own, to stop ("Redis down") or restart ("Redis restarted")."""
-    server = PrivateRedis(
-        _require_executable(), lambda: tmp_path_factory.mktemp("redis-throwaway")
-    ).start()
-    try:
+    with started_redis(tmp_path_factory, "redis-throwaway") as server:
         yield server
-    finally:
-        server.stop()

@@ -51,3 +51,14 @@ async def worker_run(env: dict[str, str], user: str, execution: str, message: st
         return await anyio.run_process(
             [sys.executable, "-m", "onbehalf", "worker", "run", "--execution-id", execution,
              message], env=env, check=False)
+
+
+async def printed_link(stream: Any, prefix: str) -> str:
+    """Read a command's output until it prints a line starting with `prefix` (a link)."""
+    printed = ""
+    async for chunk in stream:  # the message, then the link on its own line
+        printed += chunk.decode()
+        link = next((line for line in printed.splitlines() if line.startswith(prefix)), None)
+        if link:
+            return link
+    raise AssertionError(f"no line starting with {prefix!r} in:\n{printed}")
