@@ -15,7 +15,7 @@ from agents.ticket_triage.graph import graph as ticket_triage
 from onbehalf.errors import UnsafeTokenPath, UserTokenExpired
 from onbehalf.mcp.pool import session_pool
 from tests.support.agents import say, scripted_agent, tool_messages, tool_payload
-from tests.support.mcp_server import TicketsMcpServer, session_counts
+from tests.support.mcp_server import TicketsMcpServer, run_tickets_mcp, session_counts
 from tests.support.tokens import free_port, mint
 
 pytestmark = pytest.mark.anyio
@@ -203,19 +203,23 @@ async def test_every_tool_call_leaves_one_audit_record_without_the_token(
 
 
 async def test_a_pooled_session_is_closed_when_its_token_expires(
-    tickets_mcp_server: TicketsMcpServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pool = session_pool()
-    token = mint("erin", ttl=2)
-    await assistant.ainvoke(say("whoami"), context={"user_token": token})
-    assert pool.idle_count == 1
-    during = await session_counts(tickets_mcp_server.url)
-    await asyncio.sleep(2.5)
-    pool.sweep()
-    assert pool.idle_count == 0
-    await asyncio.sleep(0.5)  # the close (DELETE) runs in the background
-    after = await session_counts(tickets_mcp_server.url)
-    assert delta(during, after, "sessions_active") == -1  # closed on the server too
+    # a server of its own: the suite's tickets server also sees the long-running dev
+    # server's pooled sessions idle out, which would move the count in this window
+    with run_tickets_mcp() as server:
+        configure(monkeypatch, {"tickets": {"url": server.url}})
+        pool = session_pool()
+        token = mint("erin", ttl=2)
+        await assistant.ainvoke(say("whoami"), context={"user_token": token})
+        assert pool.idle_count == 1
+        during = await session_counts(server.url)
+        await asyncio.sleep(2.5)
+        pool.sweep()
+        assert pool.idle_count == 0
+        await asyncio.sleep(0.5)  # the close (DELETE) runs in the background
+        after = await session_counts(server.url)
+        assert delta(during, after, "sessions_active") == -1  # closed on the server too
 
 
 async def test_each_new_sign_in_of_a_user_gets_its_own_session(
