@@ -10,7 +10,7 @@ client to answer with a fresh `initialize`. With `stateless=True` the app has
 no sessions at all and answers plain JSON.
 
 Its `count` tool reports progress and log notifications at each step.
-It counts what a test needs: `initializes`, `tool_calls` and the 404s sent.
+It counts what a test needs: `initializes`, `tool_lists`, `tool_calls` and the 404s sent.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class EndingMcp:
     end_on_call: bool = False
     """Every `tools/call` ends its session first (answers 404): a server that never keeps one."""
     initializes: int = 0
+    tool_lists: int = 0
     tool_calls: int = 0
     not_found: int = 0
     forgotten: set[str] = field(default_factory=set)
@@ -98,6 +99,8 @@ class _Forgetting:
         method = _method(body) if scope["method"] == "POST" else None
         if method == "initialize":
             state.initializes += 1
+        if method == "tools/list":
+            state.tool_lists += 1
         if sid is not None and method == "tools/call" and state.end_on_call:
             state.forgotten.add(sid)
         if sid is not None and sid in state.forgotten:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 
@@ -93,4 +94,76 @@ async def test_the_pool_knows_which_users_are_warm() -> None:
 
     assert await pool.acquire(bob, never) is not None  # type: ignore[arg-type]
     assert not pool.holds_idle("bob", "fp-token-1")
+    await pool.aclose()
+
+
+def _tools(*names: str) -> list[Tool]:
+    return [Tool(name=n, inputSchema={"type": "object"}) for n in names]
+
+
+def _age(pool: SessionPool, key: SessionKey, seconds: float) -> None:
+    """Pretend the key's list was stored `seconds` earlier than it was."""
+    tools, expires = pool._tools[key]
+    pool._tools[key] = (tools, expires - seconds)
+
+
+async def test_a_list_near_or_past_its_ttl_is_listed_again_after_the_run() -> None:
+    """The warm user's once-a-minute `tools/list` no longer holds up their run; the list is
+    never older than two TTLs, and a refresh is for the key's own user only."""
+    pool = SessionPool(PoolSettings(tools_cache_seconds=60))
+    pool.remember_tools(ALICE, _tools("old"))
+    assert not pool.tools_due(ALICE)
+    _age(pool, ALICE, 50)  # the last quarter of its TTL: listed again when a run gives it back
+    assert pool.tools_due(ALICE) and pool.cached_tools(ALICE) is not None
+    assert not pool.tools_due(replace(ALICE, identity="bob"))  # nothing cached for bob
+    _age(pool, ALICE, 11)
+    assert pool.cached_tools(ALICE) is None
+    assert [t.name for t in pool.stale_tools(ALICE) or []] == ["old"]
+    assert pool.stale_tools(replace(ALICE, identity="bob")) is None
+
+    listed: list[int] = []
+
+    async def list_again() -> list[Tool]:
+        listed.append(1)
+        return _tools("new")
+
+    pool.refreshing(ALICE, list_again)
+    assert not pool.tools_due(ALICE)  # under way: a second run's end lists nothing more
+    pool.refreshing(ALICE, list_again)
+    for task in list(pool._closing):
+        await task
+    assert listed == [1]
+    assert [t.name for t in pool.cached_tools(ALICE) or []] == ["new"]
+
+    _age(pool, ALICE, 121)  # two TTLs: too old to serve, the run lists it itself
+    assert pool.stale_tools(ALICE) is None
+    await pool.aclose()
+
+
+async def test_a_change_announced_during_the_refresh_wins_over_its_answer() -> None:
+    pool = SessionPool(PoolSettings(tools_cache_seconds=60))
+    pool.remember_tools(ALICE, _tools("old"))
+    _age(pool, ALICE, 61)
+    answered = asyncio.Event()
+
+    async def slow_list() -> list[Tool]:
+        await answered.wait()
+        return _tools("listed-before-the-change")
+
+    pool.refreshing(ALICE, slow_list)
+    pool.forget_tools(ALICE)  # notifications/tools/list_changed arrives meanwhile
+    answered.set()
+    for task in list(pool._closing):
+        await task
+    assert pool.cached_tools(ALICE) is None and pool.stale_tools(ALICE) is None
+
+    async def failing() -> list[Tool]:
+        raise RuntimeError("session gone")
+
+    pool.remember_tools(ALICE, _tools("old"))
+    _age(pool, ALICE, 61)
+    pool.refreshing(ALICE, failing)
+    for task in list(pool._closing):
+        await task
+    assert pool.stale_tools(ALICE) is None  # a failed refresh: the next run lists them
     await pool.aclose()

@@ -11,7 +11,13 @@ used first).
 
 The tool list of a key is cached alongside with a short TTL, dropped when the
 server sends `notifications/tools/list_changed`, so a user's next run needs
-no `tools/list` even when its session had to be reopened.
+no `tools/list` even when its session had to be reopened. A run that gives a
+session back when its key's list is in the last quarter of its TTL (or past it)
+has it listed again over that session in the background (`tools_due`,
+`refreshing`), after the run, never beside its calls; a run that finds the list
+past its TTL by less than another TTL uses it (`stale_tools`). So the list a warm
+user's run starts with is never older than two TTLs, and no warm run waits for a
+`tools/list` once a minute.
 """
 
 from __future__ import annotations
@@ -74,6 +80,9 @@ class SessionPool:
         self._by_key: dict[SessionKey, list[int]] = {}
         self._by_user: Counter[tuple[str, str]] = Counter()
         self._tools: OrderedDict[SessionKey, tuple[list[McpTool], float]] = OrderedDict()
+        self._refreshing: dict[SessionKey, object] = {}
+        """Keys being listed again, each with a marker `forget_tools` takes away: a list
+        that answers after the server said its tools changed is not kept."""
         self._closing: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.opened = 0
@@ -160,7 +169,7 @@ class SessionPool:
                 self._take(slot)
                 self._close_soon(session)
         for key, (_, expires) in list(self._tools.items()):
-            if expires <= now_mono:
+            if expires + self.settings.tools_cache_seconds <= now_mono:
                 del self._tools[key]
 
     def _close_soon(self, session: McpSession) -> None:
@@ -181,6 +190,7 @@ class SessionPool:
         self._by_key.clear()
         self._by_user.clear()
         self._tools.clear()
+        self._refreshing.clear()
         await asyncio.gather(*(s.aclose() for s in sessions), return_exceptions=True)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
@@ -191,10 +201,52 @@ class SessionPool:
     def cached_tools(self, key: SessionKey) -> list[McpTool] | None:
         entry = self._tools.get(key)
         if entry is None or entry[1] <= time.monotonic():
-            self._tools.pop(key, None)
             return None
         self._tools.move_to_end(key)
         return entry[0]
+
+    def tools_due(self, key: SessionKey) -> bool:
+        """Whether the key's list is cached and in the last quarter of its TTL, or past it
+        (a list that was never cached, or was dropped, is listed by the next run)."""
+        entry = self._tools.get(key)
+        return entry is not None and key not in self._refreshing and (
+            entry[1] - time.monotonic() < self.settings.tools_cache_seconds / 4)
+
+    def stale_tools(self, key: SessionKey) -> list[McpTool] | None:
+        """The key's list when its TTL ran out less than another TTL ago (see above); None
+        when there is none or it is older."""
+        entry = self._tools.get(key)
+        if entry is None:
+            return None
+        if entry[1] + self.settings.tools_cache_seconds <= time.monotonic():
+            self._tools.pop(key, None)
+            return None
+        return entry[0]
+
+    def refreshing(self, key: SessionKey, list_again: Callable[[], Awaitable[list[McpTool]]]
+                   ) -> None:
+        """List the key's tools again in the background (over the session of the run that
+        got the stale list: the same key, so the same user, token and credential), unless
+        that is under way already."""
+        if key in self._refreshing:
+            return
+        marker = self._refreshing[key] = object()
+
+        async def refresh() -> None:
+            try:
+                tools = await list_again()
+                if self._refreshing.get(key) is marker:
+                    self.remember_tools(key, tools)
+            except Exception:  # the next run lists them itself
+                log.debug("listing tools again in the background failed", exc_info=True)
+                self._tools.pop(key, None)
+            finally:
+                if self._refreshing.get(key) is marker:
+                    del self._refreshing[key]
+
+        task = asyncio.get_running_loop().create_task(refresh(), context=contextvars.Context())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def remember_tools(self, key: SessionKey, tools: list[McpTool]) -> None:
         if self.settings.tools_cache_seconds <= 0:
@@ -206,6 +258,7 @@ class SessionPool:
 
     def forget_tools(self, key: SessionKey) -> None:
         self._tools.pop(key, None)
+        self._refreshing.pop(key, None)
 
 
 _pools = PerLoop(SessionPool)

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from langchain_core.tools import BaseTool
 from mcp.types import Tool as McpTool
@@ -224,7 +225,7 @@ class RunScope:
             key, lambda: self._start_session(name, server, user.expires_at)
         )
         self.sessions[name] = session
-        tools = pool.cached_tools(key)
+        tools = pool.cached_tools(key) or pool.stale_tools(key)  # (listed again at release)
         if tools is None:
             try:
                 tools = await self._list_tools(name, server, session)
@@ -274,5 +275,10 @@ class RunScope:
             key = self.keys.get(name)
             if key is None:
                 await session.aclose()
-            else:
-                pool.release(key, session, reusable=reusable)
+                continue
+            if reusable and pool.tools_due(key):
+                # listed again now that the run is over: never beside the run's own calls
+                # (a second request at once costs a new connection, a round trip)
+                server = self.config.servers[name]
+                pool.refreshing(key, partial(self._list_tools, name, server, session))
+            pool.release(key, session, reusable=reusable)
