@@ -42,6 +42,8 @@ from bench.server import (
     bench_config,
     bench_env,
     drive,
+    floor_work,
+    server_ranges,
     server_ratios,
 )
 from bench.servers import Fleet
@@ -86,7 +88,8 @@ def aegra(fleet: Fleet, python: Path, database_url: str,
         startup = time.perf_counter() - started
         pids = (server.api_process.pid, server.worker_process.pid)
         try:
-            yield Served("engine", server.url, pids, server.other_url), startup
+            yield Served("engine", server.url, pids, server.other_url,
+                         mcp_pids=(fleet.servers["tickets"].process.pid,)), startup
         except Exception:
             print(server.log_text()[-4000:], file=sys.stderr)
             raise
@@ -111,4 +114,6 @@ def run_engine(fleet: Fleet, rounds: Rounds, levels: Sequence[tuple[int, int]], 
     results.update({"startup_seconds": round(startup, 1), "rtt_ms": fleet.rtt_ms,
                     "n_jobs_per_worker": N_JOBS, "database": redact_url(database_url)})
     results["ratios"] = server_ratios(results, "engine")
+    results["ratio_ranges"] = server_ranges(results, "engine")
+    results["floor_work"] = floor_work(results, "engine")
     return results

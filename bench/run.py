@@ -49,8 +49,9 @@ ABLATION = Rounds(50, 5, budget_seconds=8)
 SCALING_SERVERS = Rounds(25, 1, budget_seconds=12, minimum=5)
 NETWORK = Rounds(20, 2, budget_seconds=15, minimum=8)
 SCALING_TOOLS = Rounds(20, 1, budget_seconds=10, minimum=5)
-SERVER = Rounds(12, 1, budget_seconds=16, minimum=6)
-ENGINE = Rounds(10, 1, budget_seconds=8, minimum=6)
+SERVER = Rounds(40, 1)
+ENGINE = Rounds(40, 1)
+"""At least 40 paired rounds per comparison: no time budget cuts them short."""
 QUICK_ENGINE = Rounds(2, 1)
 QUICK_SKIPS_ENGINE = ("--quick skips it (Aegra's start-up alone is ~10 s of the 1 min budget); "
                       "`--quick --only engine` runs a minimal one")
@@ -80,7 +81,7 @@ class Plan:
     engine: Rounds | None = ENGINE
     """None: the section prints that it did not run (`--quick` without `--only engine`)."""
     engine_levels: tuple[tuple[int, int], ...] = ((50, 1),)
-    engine_paired_bursts: int = 2
+    engine_paired_bursts: int = 5
 
     @classmethod
     def quick(cls, *, engine: bool = False) -> Plan:

@@ -20,6 +20,10 @@ the product's middleware, so the bench measures the same edge on both engines.
   how often the edge asked for a prewarm in this process and how often one was
   scheduled (a wrapper around the name `onbehalf.edge` calls, `start_prewarm`), and which
   bench graphs this process could prewarm (`graph_tools_for`).
+- Per user, inside their runs: MCP sessions initialized (`ClientSession.initialize`, whoever
+  opens them: the pool or the floor's own) and token operations (`resolve_user_token`, the
+  names the kit's middleware and interceptors call): the floor must show 0 of each per
+  measured run, or it is not a floor (`bench.server` refuses its figures).
 
 Custom routes are not behind the auth handler; this app only ever runs on
 loopback for the bench.
@@ -36,12 +40,15 @@ from typing import Any
 
 from fastapi import FastAPI
 from langgraph.config import get_config
+from mcp.client.session import ClientSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from onbehalf import edge
 from onbehalf.http_app import app as product_app
+from onbehalf.mcp import interceptors as kit_interceptors
+from onbehalf.mcp import middleware as kit_middleware
 from onbehalf.mcp.pool import SessionKey, SessionPool, session_pool
 from onbehalf.mcp.prewarm import graph_tools_for, prewarmer
 from onbehalf.mcp.sessions import McpSession
@@ -131,6 +138,28 @@ def _in_run() -> bool:
     return True
 
 
+def _user_of_run() -> str | None:
+    """The identity the run this task belongs to was started for (both engines put the
+    authenticated user in `configurable`); None outside a run (e.g. a prewarm)."""
+    try:
+        configurable = get_config().get("configurable") or {}
+    except RuntimeError:
+        return None
+    user = configurable.get("langgraph_auth_user")
+    identity = (user.get("identity") if isinstance(user, dict)
+                else getattr(user, "identity", None)) or configurable.get("user_id")
+    return str(identity or "unknown")
+
+
+_per_user: dict[str, Counter[str]] = {}
+
+
+def _count_for_run(what: str) -> None:
+    user = _user_of_run()
+    if user is not None:
+        _per_user.setdefault(user, Counter())[what] += 1
+
+
 async def _counted_acquire(self: SessionPool, key: SessionKey,
                            open_session: Callable[[], Awaitable[McpSession]]) -> McpSession:
     opened = False
@@ -146,6 +175,28 @@ async def _counted_acquire(self: SessionPool, key: SessionKey,
 
 
 SessionPool.acquire = _counted_acquire  # type: ignore[method-assign]
+
+_initialize = ClientSession.initialize
+
+
+async def _counted_initialize(self: ClientSession) -> Any:
+    _count_for_run("sessions_opened")
+    return await _initialize(self)
+
+
+ClientSession.initialize = _counted_initialize  # type: ignore[method-assign]
+
+
+def _counting_token_calls(resolve: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        _count_for_run("token_operations")
+        return await resolve(*args, **kwargs)
+    return counted
+
+
+for _module in (kit_middleware, kit_interceptors):
+    _module.resolve_user_token = _counting_token_calls(  # type: ignore[attr-defined]
+        _module.resolve_user_token)
 
 
 async def _counted_start_prewarm(server_user: Any, assistant_id: Any) -> bool:
@@ -170,6 +221,7 @@ async def pool(request: Request) -> JSONResponse:
                     "started": prewarms.started, "finished": prewarms.finished,
                     "failed": prewarms.failed, "skipped": prewarms.skipped,
                     "graphs_known": [g for g in BENCH_GRAPH_IDS if graph_tools_for(g)]},
+        "per_user": {user: dict(counts) for user, counts in _per_user.items()},
     })
 
 

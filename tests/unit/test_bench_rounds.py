@@ -82,3 +82,76 @@ def test_the_printed_targets_say_what_the_exit_code_says() -> None:
                      refused=floor_refusal(0.85, "server-floor"))
     printed = render({"targets": [refused.as_dict()]})
     assert "FAIL" in printed and "PASS" not in printed and "the floor is wrong" in printed
+
+
+def _served(warm: list[float], floor: list[float], *, floor_work: dict[str, int] | None = None
+            ) -> dict:
+    n = len(warm)
+    return {"samples_ms": {"first_tool": {}, "client_last_event": {},
+                           "last_event": {"server-warm": warm, "server-floor": floor}},
+            "rounds": {"server-warm": list(range(n)), "server-floor": list(range(n))},
+            "pool_hits": {"server-floor": {"runs": n, **(floor_work or {
+                "sessions_opened": 0, "token_operations": 0})}}}
+
+
+def test_paired_ratios_pair_by_round_with_a_bootstrap_range() -> None:
+    from bench.server import paired_median, server_ranges
+
+    # warm is 4 % slower in every round, while the machine's speed drifts by 2× over the run
+    drift = [1 + i / 40 for i in range(40)]
+    results = _served([104 * d for d in drift], [100 * d for d in drift])
+    ranges = server_ranges(results, "server")
+    p50 = ranges["warm/floor last event p50"]
+    assert p50["ratio"] == pytest.approx(1.04) and p50["n"] == 40
+    assert p50["low"] == pytest.approx(1.04) and p50["high"] == pytest.approx(1.04)
+    noisy = paired_median([1.0, 1.1, 0.9, 1.2, 0.8] * 8)
+    assert noisy is not None and noisy["low"] < noisy["ratio"] < noisy["high"]
+    assert paired_median([]) is None
+
+
+def test_p95_ratios_come_from_blocks_so_one_slow_round_moves_one_block() -> None:
+    from bench.server import BLOCK, block_p95
+
+    warm, floor = [100.0] * 40, [100.0] * 40
+    warm[3] = 400.0  # one hiccup in the first block
+    blocks = block_p95(_served(warm, floor), "last_event", "server-warm", "server-floor")
+    assert blocks is not None and len(blocks["blocks"]) == 40 // BLOCK
+    assert blocks["ratio"] == pytest.approx(1.0) and blocks["high"] > 1.5
+    assert block_p95(_served(warm[:5], floor[:5]), "last_event", "server-warm",
+                     "server-floor") is None
+
+
+def test_a_floor_that_does_per_user_work_is_refused() -> None:
+    from bench.report import _served_targets
+    from bench.server import floor_work, server_ratios
+
+    honest = _served([101.0] * 40, [100.0] * 40)
+    assert floor_work(honest, "server") is None
+    worked = _served([101.0] * 40, [100.0] * 40,
+                     floor_work={"sessions_opened": 40, "token_operations": 0})
+    why = floor_work(worked, "server")
+    assert why is not None and "40 sessions opened" in why
+    for results, expected in ((honest, "PASS"), (worked, "FAIL")):
+        section = {**results, "ratios": server_ratios(results, "server"),
+                   "floor_work": floor_work(results, "server")}
+        p50 = next(t for t in _served_targets({"server": section}, "server")
+                   if "p50" in t.name)
+        assert p50.status == expected
+
+
+def test_a_floor_is_refused_on_throughput_only_when_it_lost_every_burst_pair() -> None:
+    from bench.report import _served_targets
+
+    def target(pairs: list[tuple[float, float]]) -> str:
+        ratios = [w / f for w, f in pairs]
+        section = {"ratios": {"warm/floor runs per second, 50 users": sorted(ratios)[2]},
+                   "ratio_ranges": {"warm/floor runs per second, 50 users": {
+                       "ratio": sorted(ratios)[2], "low": min(ratios), "high": max(ratios)}},
+                   "floor_work": None}
+        return next(t for t in _served_targets({"server": section}, "server")
+                    if "runs/s" in t.name).status
+
+    # noisy bursts, the floor ahead in one pair: a fair comparison
+    assert target([(21.6, 18.7), (19.8, 21.9), (20.1, 19.6), (22.0, 18.0), (20.1, 19.0)]) == "PASS"
+    # the floor slower by more than 5 % in every pair: the floor is wrong
+    assert target([(21.0, 18.0), (22.0, 19.0), (20.0, 18.5), (23.0, 19.0), (21.0, 19.5)]) == "FAIL"
