@@ -64,8 +64,9 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,bench]"
 	@touch $(BENCH_STAMP)
 
-## bench: per-user MCP against a shared client and the floor, side by side (< 5 min;
-## `make bench BENCH_ARGS=--quick` for a < 1 min smoke run); writes bench/results.json, bench/latency.png
+## bench: per-user MCP against a shared client and the floor, side by side (~8 min on 2 cores, 5 of
+## them the 40 paired rounds through langgraph dev and Aegra; `make bench BENCH_ARGS=--quick` for a
+## ~1 min smoke run); writes bench/results.json, bench/latency.png
 ## (its `engine` section runs on Aegra: the Aegra venv is built first whenever that section runs,
 ## i.e. unless --quick or --only leaves it out)
 BENCH_RUNS_ENGINE = $(or $(findstring engine,$(BENCH_ARGS)),$(if $(findstring --only,$(BENCH_ARGS))$(findstring --quick,$(BENCH_ARGS)),,yes))

@@ -59,11 +59,12 @@ QUICK_SKIPS_ENGINE = ("--quick skips it (Aegra's start-up alone is ~10 s of the 
 
 @dataclass(frozen=True)
 class Plan:
-    """Iterations per phase, each with a time budget, so that the whole bench stays under
-    5 minutes even on a slow hour of this 2-core machine; the `users`, `load`, `server` and
-    `engine` sections are mostly fixed work (two `langgraph dev` and one Aegra start-ups
-    among it), so the section budgets were cut when `server` came in, and again (core,
-    ablation, server) when `engine` did."""
+    """Iterations per phase, most with a time budget, so that a slow hour of this 2-core
+    machine does not stretch them; the `users`, `load`, `server` and `engine` sections are
+    mostly fixed work (two `langgraph dev` and one Aegra start-ups among it). The `server`
+    and `engine` latency rounds have no budget: at least 40 paired rounds per comparison,
+    and a run through `langgraph dev` waits 0.5–1.0 s in its queue, so that section alone
+    takes ~3 min (docs/performance.md, "Budget")."""
 
     core: Rounds = CORE
     ablation: Rounds = ABLATION
