@@ -117,9 +117,10 @@ def targets(results: dict[str, Any]) -> list[Target]:
         crossed = float(sum(level["cross_user_answers"] + level["unattributed_answers"]
                             for level in levels if level["graph"] == "assistant"))
     return [
-        Target("onbehalf-warm ≤ 1.15 × agent-floor", core("onbehalf-warm", "agent-floor"), 1.15,
+        # issue "The last 10 %" tightened these from 1.15 and 1.8
+        Target("onbehalf-warm ≤ 1.05 × agent-floor", core("onbehalf-warm", "agent-floor"), 1.05,
                True),
-        Target("onbehalf-cold ≤ 1.8 × agent-floor", core("onbehalf-cold", "agent-floor"), 1.8,
+        Target("onbehalf-cold ≤ 1.5 × agent-floor", core("onbehalf-cold", "agent-floor"), 1.5,
                True),
         Target("seed / onbehalf-warm ≥ 5", core("seed", "onbehalf-warm"), 5, False),
         Target("static / onbehalf-warm ≥ 3", core("static", "onbehalf-warm"), 3, False),

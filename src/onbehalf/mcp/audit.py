@@ -77,6 +77,7 @@ def record_tool_call(
         outcome=outcome,
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
     )
-    fields = asdict(record)
-    audit_log.info("audit %s", json.dumps(fields, sort_keys=True), extra={"audit": fields})
+    if audit_log.isEnabledFor(logging.INFO):  # (the JSON is built only for a logger that keeps it)
+        fields = asdict(record)
+        audit_log.info("audit %s", json.dumps(fields, sort_keys=True), extra={"audit": fields})
     return record
