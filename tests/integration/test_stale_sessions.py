@@ -12,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 
 from onbehalf.mcp.pool import session_pool
-from tests.support.agents import say, scripted_agent
+from tests.support.agents import echo_run, say, scripted_agent
 from tests.support.agents import tool_messages as results
-from tests.support.agents import tool_payload as payload
 from tests.support.ending_mcp import EndingMcp, run_ending_mcp
 from tests.support.tokens import mint
 
@@ -41,14 +39,6 @@ def server(request: pytest.FixtureRequest) -> Iterator[EndingMcp]:
 def configure(monkeypatch: pytest.MonkeyPatch, server: EndingMcp) -> None:
     entry = {"url": server.url, "auth": {"type": "none"}, "timeout_seconds": 5}
     monkeypatch.setenv("MCP_SERVERS", json.dumps({"servers": {"ending": entry}}))
-
-
-async def echo_run(text: str, token: str) -> dict[str, Any]:
-    agent, _ = scripted_agent([("echo", {"text": text})])
-    state = await agent.ainvoke(say(text), context={"user_token": token})
-    [message] = results(state)
-    assert message.status != "error", message.content
-    return payload(message)
 
 
 async def test_a_session_the_server_forgot_is_replaced_without_an_error(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,9 +20,7 @@ from langgraph.config import get_config
 
 from onbehalf.mcp import run_scope
 from onbehalf.mcp.pool import session_pool
-from tests.support.agents import say, scripted_agent
-from tests.support.agents import tool_messages as results
-from tests.support.agents import tool_payload as payload
+from tests.support.agents import echo_run
 from tests.support.ending_mcp import EndingMcp, run_ending_mcp
 from tests.support.tokens import mint
 
@@ -30,19 +28,15 @@ pytestmark = pytest.mark.anyio
 TTL = 2.0
 
 
-@pytest.fixture(autouse=True)
-async def close_pool() -> AsyncIterator[None]:
-    yield
-    await session_pool().aclose()
-
-
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[EndingMcp]:
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[EndingMcp]:
+    """The counting server, named in the servers file; the pool emptied after the test."""
     with run_ending_mcp() as running:
         entry = {"url": running.url, "auth": {"type": "user_token"}, "timeout_seconds": 5}
         monkeypatch.setenv("MCP_SERVERS", json.dumps({"servers": {"ending": entry}}))
         monkeypatch.setenv("MCP_TOOLS_CACHE_SECONDS", str(TTL))
         yield running
+        await session_pool().aclose()
 
 
 @pytest.fixture
@@ -61,14 +55,6 @@ def listed_in_runs(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
     monkeypatch.setattr(run_scope, "list_server_tools", noting)
     return seen
-
-
-async def echo_run(text: str, token: str) -> dict[str, Any]:
-    agent, _ = scripted_agent([("echo", {"text": text})])
-    state = await agent.ainvoke(say(text), context={"user_token": token})
-    [message] = results(state)
-    assert message.status != "error", message.content
-    return payload(message)
 
 
 async def eventually(check: Any, seconds: float = 3.0) -> None:

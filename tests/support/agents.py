@@ -63,3 +63,12 @@ def scripted_agent(
         context_schema=UserContext, **agent_args,
     )
     return agent, model
+
+
+async def echo_run(text: str, token: str) -> dict[str, Any]:
+    """One run of a scripted agent calling `echo` once as the token's user; its payload."""
+    agent, _ = scripted_agent([("echo", {"text": text})])
+    state = await agent.ainvoke(say(text), context={"user_token": token})
+    [message] = tool_messages(state)
+    assert message.status != "error", message.content
+    return tool_payload(message)
