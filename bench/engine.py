@@ -42,9 +42,7 @@ from bench.server import (
     bench_config,
     bench_env,
     drive,
-    floor_work,
-    server_ranges,
-    server_ratios,
+    judged,
 )
 from bench.servers import Fleet
 from onbehalf.serve import Engine, EngineError, aegra_python, ensure_database
@@ -113,7 +111,4 @@ def run_engine(fleet: Fleet, rounds: Rounds, levels: Sequence[tuple[int, int]], 
                                     burst_kinds=("warm", "floor"), paired_bursts=paired_bursts))
     results.update({"startup_seconds": round(startup, 1), "rtt_ms": fleet.rtt_ms,
                     "n_jobs_per_worker": N_JOBS, "database": redact_url(database_url)})
-    results["ratios"] = server_ratios(results, "engine")
-    results["ratio_ranges"] = server_ranges(results, "engine")
-    results["floor_work"] = floor_work(results, "engine")
-    return results
+    return judged(results, "engine")

@@ -35,8 +35,8 @@ bursts on 2 cores, so the 50-user warm/floor ratio is judged like the latency
 ratios: `PAIRED_BURSTS` warm/floor bursts back to back (order alternating), the
 median of the per-pair ratios.
 
-The floor must do no per-user work: the executing process counts, per graph and
-inside its runs, the MCP sessions initialized and the token operations
+The floor must do no per-user work: the executing process counts, per user and
+inside their runs, the MCP sessions initialized and the token operations
 (`bench.server_app`); a floor run that shows any is a wrong floor, and its
 ratios are refused (`floor_work`).
 
@@ -452,8 +452,6 @@ async def drive(served: Served, rounds: Rounds, levels: Sequence[tuple[int, int]
         for users, runs in levels:
             if users != 50:
                 continue
-            if served.variant("warm") not in {t["variant"] for t in loads}:
-                continue
             first = {t["variant"]: t["runs_per_second"] for t in loads if t["users"] == users}
             pairs.append({"warm": first[warm], "floor": first[floor]})
             for burst in range(1, paired_bursts):
@@ -486,10 +484,7 @@ def run_server(fleet: Fleet, rounds: Rounds, levels: Sequence[tuple[int, int]],
         results = asyncio.run(drive(served, rounds, levels, profile_users))
     results.update({"startup_seconds": round(startup, 1), "rtt_ms": fleet.rtt_ms,
                     "n_jobs_per_worker": N_JOBS})
-    results["ratios"] = server_ratios(results, "server")
-    results["ratio_ranges"] = server_ranges(results, "server")
-    results["floor_work"] = floor_work(results, "server")
-    return results
+    return judged(results, "server")
 
 
 def _by_round(results: dict[str, Any], what: str, variant: str) -> dict[int, float]:
@@ -531,11 +526,23 @@ def block_p95(results: dict[str, Any], what: str, a: str, b: str) -> dict[str, A
             "high": max(per_block), "blocks": [round(x, 3) for x in per_block]}
 
 
+def judged(results: dict[str, Any], name: str) -> dict[str, Any]:
+    """A measured section with what its targets are judged on: `ratios`, their
+    `ratio_ranges` and `floor_work` (the bootstrap runs once)."""
+    ranges = server_ranges(results, name)
+    results.update(ratios=_ratios_of(ranges), ratio_ranges=ranges,
+                   floor_work=floor_work(results, name))
+    return results
+
+
 def server_ratios(results: dict[str, Any], name: str) -> dict[str, float | None]:
     """The ratios the targets are judged on (in-run figures; paired medians, block p95s, the
     median of the burst pairs); their ranges are in `ratio_ranges` (`server_ranges`)."""
-    return {k: (v["ratio"] if isinstance(v, dict) else v)
-            for k, v in server_ranges(results, name).items()}
+    return _ratios_of(server_ranges(results, name))
+
+
+def _ratios_of(ranges: dict[str, Any]) -> dict[str, float | None]:
+    return {k: (v["ratio"] if isinstance(v, dict) else v) for k, v in ranges.items()}
 
 
 def server_ranges(results: dict[str, Any], name: str) -> dict[str, Any]:

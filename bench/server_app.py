@@ -131,11 +131,7 @@ _start_prewarm = edge.start_prewarm
 
 
 def _in_run() -> bool:
-    try:
-        get_config()
-    except RuntimeError:
-        return False
-    return True
+    return _user_of_run() is not None
 
 
 def _user_of_run() -> str | None:

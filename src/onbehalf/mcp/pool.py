@@ -28,8 +28,9 @@ import contextvars
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from mcp.types import Tool as McpTool
 
@@ -169,13 +170,15 @@ class SessionPool:
                 self._take(slot)
                 self._close_soon(session)
         for key, (_, expires) in list(self._tools.items()):
-            if expires + self.settings.tools_cache_seconds <= now_mono:
+            if self._too_old(expires, now_mono):
                 del self._tools[key]
 
     def _close_soon(self, session: McpSession) -> None:
-        task = asyncio.get_running_loop().create_task(
-            session.aclose(), context=contextvars.Context()
-        )
+        self._in_background(session.aclose())
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in a task of its own context, awaited by `aclose`."""
+        task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -218,10 +221,14 @@ class SessionPool:
         entry = self._tools.get(key)
         if entry is None:
             return None
-        if entry[1] + self.settings.tools_cache_seconds <= time.monotonic():
+        if self._too_old(entry[1], time.monotonic()):
             self._tools.pop(key, None)
             return None
         return entry[0]
+
+    def _too_old(self, expires: float, now: float) -> bool:
+        """A list past its TTL by another TTL is used by no run (`stale_tools`)."""
+        return expires + self.settings.tools_cache_seconds <= now
 
     def refreshing(self, key: SessionKey, list_again: Callable[[], Awaitable[list[McpTool]]]
                    ) -> None:
@@ -244,9 +251,7 @@ class SessionPool:
                 if self._refreshing.get(key) is marker:
                     del self._refreshing[key]
 
-        task = asyncio.get_running_loop().create_task(refresh(), context=contextvars.Context())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._in_background(refresh())
 
     def remember_tools(self, key: SessionKey, tools: list[McpTool]) -> None:
         if self.settings.tools_cache_seconds <= 0:
