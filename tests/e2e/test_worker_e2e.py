@@ -251,6 +251,37 @@ async def test_worker_with_bobs_token_cannot_run_on_alices_thread(
         await as_alice.aclose()
 
 
+async def test_the_output_is_the_runs_last_answer_when_the_stream_misses_its_last_values(
+    langgraph_server: LangGraphServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Aegra 0.11 can lose a stream event under load (replay, then subscribe): here the
+    run's last `values` event never arrives, and the worker still reports the last answer."""
+    import onbehalf.worker.runner as runner
+
+    class MissesLastValues(runner.RemoteGraph):
+        async def astream(self, *args: Any, **kwargs: Any) -> Any:
+            held = None
+            async for part in super().astream(*args, **kwargs):
+                if part["type"] == "values":
+                    if held is not None:
+                        yield held
+                    held = part  # the last one is never delivered
+                else:
+                    yield part
+
+    monkeypatch.setattr(runner, "RemoteGraph", MissesLastValues)
+    execution_id = new_id("alice-lost-event")
+    await hand_off(redis_url, execution_id, mint("alice"))
+    events = [event async for event in run_execution(
+        execution_id, "assistant", {"messages": [{"role": "user", "content": "list_tickets"}]},
+        settings=settings_for(redis_url, langgraph_server.url),
+    )]
+    output = events[-1]["output"]
+    assert events[-1]["event"] == "done"
+    assert isinstance(output, str) and "list_tickets" in output, output
+    assert tickets_in(output) == ALICE_TICKETS, output
+
+
 # --- the token is left nowhere ---------------------------------------------------------
 
 

@@ -170,6 +170,7 @@ class _ServerCalls:
                     yield event
             if not paused:
                 await self._require_success(thread_id, run.get("run_id"))
+                last_values = await self._final_values(thread_id, last_values)
             yield {
                 "event": "done",
                 "thread_id": thread_id,
@@ -200,6 +201,15 @@ class _ServerCalls:
                 f"the run did not finish: the server reports status {status!r} "
                 "(cancelled, interrupted or failed on the server)"
             )
+
+    async def _final_values(self, thread_id: str, streamed: Any) -> Any:
+        """The thread's values after the run, not the last `values` event that arrived: a
+        stream can miss events (Aegra 0.11 replays a run's stored events and then subscribes
+        to its live ones; under load an event published in between reaches neither), and
+        the output must be the run's last answer, not an earlier step's."""
+        state = await self._client.threads.get_state(thread_id)
+        values = state.get("values") if isinstance(state, Mapping) else None
+        return values if values is not None else streamed
 
     async def _open_thread(self, execution_id: str, graph_id: str, thread_id: str | None) -> str:
         """The user's own thread: created with their token, or checked to be theirs."""
