@@ -104,3 +104,22 @@ async def test_a_call_ended_again_on_its_new_session_is_reported_after_one_retry
     assert "'ending'" in str(message.content)
     assert server.initializes == 2, "one fresh session, then the failure is reported"
     assert server.tool_calls == 0
+
+
+@pytest.mark.parametrize("server", [{"post_only": True}], indirect=True)
+async def test_a_server_answering_405_to_get_and_delete_keeps_its_sessions(
+    server: EndingMcp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MCP spec: a server may offer no GET stream and may refuse DELETE, each with a 405.
+    Neither is a failure: the session works, is pooled, serves the user's next run and
+    closes quietly."""
+    configure(monkeypatch, server)
+    token = mint("alice")
+    assert await echo_run("one", token) == {"echo": "one"}
+    assert await echo_run("two", token) == {"echo": "two"}
+    assert server.initializes == 1
+    assert server.tool_calls == 2
+    refused_get = server.refused_405
+    assert refused_get >= 1
+    await session_pool().aclose()
+    assert server.refused_405 > refused_get  # the DELETE, refused, and nothing raised

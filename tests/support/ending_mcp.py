@@ -4,7 +4,8 @@ A FastMCP app (the `mcp` SDK's own session handling) behind a thin ASGI layer
 that can forget session ids the way other servers do: on idle expiry (a
 session without a request for `idle_seconds`), all at once (a graceful restart
 without closing anything), or for good (`restart()`: a new app on the same
-port, so every id is unknown and the standing GET streams are cut). A forgotten
+port, so every id is unknown and the standing GET streams are cut). With `post_only`, `GET` and
+`DELETE` answer 405, as a server offering neither may. A forgotten
 id answers **404** with a JSON-RPC error, which is what the MCP spec tells a
 client to answer with a fresh `initialize`. With `stateless=True` the app has
 no sessions at all and answers plain JSON.
@@ -40,10 +41,14 @@ class EndingMcp:
     idle_seconds: float | None = None
     end_on_call: bool = False
     """Every `tools/call` ends its session first (answers 404): a server that never keeps one."""
+    post_only: bool = False
+    """`GET` and `DELETE` answer 405: no stream of its own and no session ending by the
+    client, both optional in the spec."""
     initializes: int = 0
     tool_lists: int = 0
     tool_calls: int = 0
     not_found: int = 0
+    refused_405: int = 0
     forgotten: set[str] = field(default_factory=set)
     last_seen: dict[str, float] = field(default_factory=dict)
     _restart: Any = None
@@ -90,6 +95,12 @@ class _Forgetting:
             return
         sid = dict(scope["headers"]).get(SESSION_HEADER, b"").decode() or None
         state = self.state
+        if scope["method"] in ("GET", "DELETE") and state.post_only:
+            state.refused_405 += 1
+            await send({"type": "http.response.start", "status": 405,
+                        "headers": [(b"allow", b"POST, DELETE")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
         now = time.monotonic()
         if sid is not None and state.idle_seconds is not None:
             seen = state.last_seen.get(sid)
@@ -152,11 +163,13 @@ async def _read_body(receive: Receive) -> bytes:
 
 @contextlib.contextmanager
 def run_ending_mcp(*, stateless: bool = False, idle_seconds: float | None = None,
-                   end_on_call: bool = False) -> Iterator[EndingMcp]:
+                   end_on_call: bool = False, post_only: bool = False
+                   ) -> Iterator[EndingMcp]:
     """Serve the app on a free port; `restart()` replaces it with a fresh one on that port."""
     port = free_port()
     state = EndingMcp(url=f"http://127.0.0.1:{port}/mcp", port=port, stateless=stateless,
-                      idle_seconds=idle_seconds, end_on_call=end_on_call)
+                      idle_seconds=idle_seconds, end_on_call=end_on_call,
+                      post_only=post_only)
     with contextlib.ExitStack() as stack:
 
         def start() -> None:

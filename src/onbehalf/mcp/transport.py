@@ -292,14 +292,20 @@ def client_factory(
 ) -> Callable[..., httpx.AsyncClient]:
     """An `httpx_client_factory` for langchain-mcp-adapters connections.
 
-    `on_refused` hears the status of every failed response (>= 400) and, for a 403
-    `insufficient_scope`, the scopes it asks for; `on_error` hears connection failures,
-    including a stream cut mid-response.
+    `on_refused` hears the status of every failed response (>= 400) but a 405 to the
+    optional GET stream or DELETE and, for a 403 `insufficient_scope`, the scopes it asks for;
+    `on_error` hears connection failures, including a stream cut mid-response.
     """
 
     async def _report(response: httpx.Response) -> None:
-        if on_refused is not None and response.status_code >= 400:
-            on_refused(response.status_code, insufficient_scope(response))
+        if on_refused is None or response.status_code < 400:
+            return
+        if response.status_code == 405 and response.request.method in ("GET", "DELETE"):
+            # both optional in the MCP spec (streamable HTTP): a server may offer no stream
+            # of its own messages, or not let clients end sessions; either answers 405 and
+            # the session works without it
+            return
+        on_refused(response.status_code, insufficient_scope(response))
 
     def factory(
         headers: dict[str, str] | None = None,
