@@ -49,6 +49,27 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}{': ' + text[:200] if text else ''}"
 
 
+_RESULT_CHECKS = (
+    "Invalid structured content returned by tool",
+    "has an output schema but did not return structured content",
+    "Invalid schema for tool",
+)
+"""How the `mcp` client words a result that fails the tool's own `outputSchema` (it checks
+every result against it, after the server answered; tests/integration/test_tool_results.py
+pins the wording)."""
+
+
+def result_off_schema(server: str, tool: str, exc: BaseException) -> str | None:
+    """A call the server ran and answered, whose result the client refused: not a server
+    outage (the session is fine), and the call must not be repeated blindly."""
+    text = str(exc)
+    if not isinstance(exc, RuntimeError) or not any(check in text for check in _RESULT_CHECKS):
+        return None
+    detail = text.splitlines()[0][:300]
+    return (f"MCP server {server!r} ran tool {tool!r}, but its result does not match the "
+            f"output schema the tool declares ({detail}); the call is not repeated")
+
+
 def no_answer(server: str, seconds: float, doing: str = "answer") -> str:
     """A server that let a request wait past its `timeout_seconds`."""
     return f"MCP server {server!r} did not {doing} within {seconds:g}s"

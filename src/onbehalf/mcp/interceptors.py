@@ -74,6 +74,7 @@ from onbehalf.mcp.failures import (
     lost_during_run,
     no_answer,
     reconnect_message,
+    result_off_schema,
     tool_error,
 )
 from onbehalf.mcp.results import bound_result
@@ -273,6 +274,9 @@ async def _call(
         audit["outcome"] = "tool_error"
         return tool_error(call, str(exc) or f"tool {call['name']!r} failed")
     except Exception as exc:
+        if (off_schema := result_off_schema(bound.server, call["name"], exc)) is not None:
+            audit["outcome"] = "tool_error"
+            return tool_error(call, off_schema)
         bound.session.broken = True
         status = bound.session.refused_status
         audit["outcome"] = "refused" if status in (401, 403) else "unavailable"

@@ -1,0 +1,124 @@
+"""A result the tool's own `outputSchema` refuses is the tool's error, not a server outage.
+
+The `mcp` client checks every result against the schema the tool declared and raises
+when it does not match, after the server ran the call and answered. The user must read
+that the call ran (so the model does not repeat it blindly), and the session, which is
+fine, stays pooled. A real streamable-HTTP server (the SDK's low-level `Server`, which,
+unlike FastMCP, does not check its own results) counts what it received.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import mcp.types as types
+import pytest
+from mcp.server.lowlevel import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from onbehalf.mcp.pool import session_pool
+from tests.support.agents import say, scripted_agent, tool_messages, tool_payload
+from tests.support.asgi_server import serve_in_thread
+from tests.support.tokens import free_port, mint
+
+pytestmark = pytest.mark.anyio
+
+_ANY = {"type": "object", "properties": {"text": {"type": "string"}}}
+
+
+@dataclass
+class OffSchemaServer:
+    url: str
+    calls: int = 0
+    initializes: int = 0
+
+
+def _app(state: OffSchemaServer) -> Starlette:
+    server: Server[Any, Any] = Server("off-schema")
+
+    @server.list_tools()
+    async def list_tools() -> list[types.Tool]:
+        return [
+            types.Tool(name="counted", description="Structured: {n: integer}.", inputSchema=_ANY,
+                       outputSchema={"type": "object", "required": ["n"],
+                                     "properties": {"n": {"type": "integer"}}}),
+            types.Tool(name="echo", description="Say `text` back.", inputSchema=_ANY),
+        ]
+
+    @server.call_tool(validate_input=False)
+    async def call_tool(name: str, arguments: dict[str, Any]) -> Any:
+        state.calls += 1
+        if name == "counted":  # a string where the declared schema says integer
+            return types.CallToolResult(content=[types.TextContent(type="text", text="n=?")],
+                                        structuredContent={"n": "not a number"})
+        return [types.TextContent(type="text", text=json.dumps({"echo": arguments["text"]}))]
+
+    manager = StreamableHTTPSessionManager(app=server)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with manager.run():
+            yield
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not any(
+            name == b"mcp-session-id" for name, _ in scope["headers"]
+        ):
+            state.initializes += 1
+        await manager.handle_request(scope, receive, send)
+
+    return Starlette(routes=[Mount("/mcp", app=counting)], lifespan=lifespan)
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[OffSchemaServer]:
+    port = free_port()
+    state = OffSchemaServer(url=f"http://127.0.0.1:{port}/mcp/")
+    with serve_in_thread(_app(state), port):
+        entry = {"url": state.url, "auth": {"type": "none"}, "timeout_seconds": 5}
+        monkeypatch.setenv("MCP_SERVERS", json.dumps({"servers": {"strict": entry}}))
+        yield state
+
+
+@pytest.fixture(autouse=True)
+async def close_pool() -> AsyncIterator[None]:
+    yield
+    await session_pool().aclose()
+
+
+async def test_a_result_off_its_declared_schema_is_the_tools_error_and_the_session_stays(
+    server: OffSchemaServer,
+) -> None:
+    token = mint("alice")
+    agent, _ = scripted_agent([("counted", {"text": "x"}), ("echo", {"text": "after"})])
+    off, after = tool_messages(await agent.ainvoke(say("go"), context={"user_token": token}))
+    assert off.status == "error"
+    text = str(off.content)
+    assert "ran tool 'counted'" in text and "does not match the output schema" in text, text
+    assert "not repeated" in text and "unavailable" not in text, text
+    assert after.status != "error" and tool_payload(after) == {"echo": "after"}
+    assert server.calls == 2  # the off-schema call ran once, and was not sent again
+
+    agent, _ = scripted_agent([("echo", {"text": "next run"})])
+    [again] = tool_messages(await agent.ainvoke(say("go"), context={"user_token": token}))
+    assert tool_payload(again) == {"echo": "next run"}
+    assert server.initializes == 1  # the session was never dropped
+
+
+async def test_the_mcp_client_still_words_an_off_schema_result_as_we_recognise_it() -> None:
+    """If the SDK rewords its check, this fails first (failures.py matches the wording)."""
+    import inspect
+
+    from mcp.client.session import ClientSession
+
+    from onbehalf.mcp.failures import _RESULT_CHECKS
+
+    source = inspect.getsource(ClientSession._validate_tool_result)
+    for wording in _RESULT_CHECKS:
+        assert wording.split("{")[0] in source, wording
