@@ -1,10 +1,12 @@
-"""A result the tool's own `outputSchema` refuses is the tool's error, not a server outage.
+"""A call the server answered is never "the server is unavailable".
 
-The `mcp` client checks every result against the schema the tool declared and raises
-when it does not match, after the server ran the call and answered. The user must read
-that the call ran (so the model does not repeat it blindly), and the session, which is
-fine, stays pooled. A real streamable-HTTP server (the SDK's low-level `Server`, which,
-unlike FastMCP, does not check its own results) counts what it received.
+Two answers that are not results: a result the tool's own `outputSchema` refuses (the
+`mcp` client checks every result against it, after the server ran the call: the model
+must read that the call ran, so that it is not repeated blindly), and a JSON-RPC error
+(servers of other SDKs answer an unknown tool or invalid arguments that way: the model
+reads the server's reason and can correct its call). Either way the session is fine and
+stays pooled. A real streamable-HTTP server (the SDK's low-level `Server`, which, unlike
+FastMCP, does not check its own results) counts what it received.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import mcp.types as types
 import pytest
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.exceptions import McpError
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -49,6 +52,8 @@ def _app(state: OffSchemaServer) -> Starlette:
                        outputSchema={"type": "object", "required": ["n"],
                                      "properties": {"n": {"type": "integer"}}}),
             types.Tool(name="echo", description="Say `text` back.", inputSchema=_ANY),
+            types.Tool(name="picky", description="Refuses with a JSON-RPC error.",
+                       inputSchema=_ANY),
         ]
 
     @server.call_tool(validate_input=False)
@@ -59,6 +64,16 @@ def _app(state: OffSchemaServer) -> Starlette:
                                         structuredContent={"n": "not a number"})
         return [types.TextContent(type="text", text=json.dumps({"echo": arguments["text"]}))]
 
+    answer_call = server.request_handlers[types.CallToolRequest]
+
+    async def refusing(request: types.CallToolRequest) -> Any:
+        if request.params.name == "picky":  # as other SDKs answer invalid arguments
+            state.calls += 1
+            raise McpError(types.ErrorData(code=types.INVALID_PARAMS,
+                                           message="Invalid params: 'ticket_id' is required"))
+        return await answer_call(request)
+
+    server.request_handlers[types.CallToolRequest] = refusing
     manager = StreamableHTTPSessionManager(app=server)
 
     @contextlib.asynccontextmanager
@@ -109,6 +124,21 @@ async def test_a_result_off_its_declared_schema_is_the_tools_error_and_the_sessi
     [again] = tool_messages(await agent.ainvoke(say("go"), context={"user_token": token}))
     assert tool_payload(again) == {"echo": "next run"}
     assert server.initializes == 1  # the session was never dropped
+
+
+async def test_a_json_rpc_error_is_the_servers_refusal_and_the_session_stays(
+    server: OffSchemaServer,
+) -> None:
+    token = mint("alice")
+    agent, _ = scripted_agent([("picky", {"text": "x"}), ("echo", {"text": "after"})])
+    refused, after = tool_messages(await agent.ainvoke(say("go"), context={"user_token": token}))
+    assert refused.status == "error"
+    text = str(refused.content)
+    assert text == ("MCP server 'strict' refused the call to 'picky': Invalid params: "
+                    "'ticket_id' is required (JSON-RPC error -32602)"), text
+    assert tool_payload(after) == {"echo": "after"}
+    assert server.calls == 2
+    assert server.initializes == 1
 
 
 async def test_the_mcp_client_still_words_an_off_schema_result_as_we_recognise_it() -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 from langchain_core.messages import ToolMessage
+from mcp.shared.exceptions import McpError
+from mcp.types import CONNECTION_CLOSED
 
 
 def explain_refusal(server: str, status: int | None,
@@ -68,6 +70,19 @@ def result_off_schema(server: str, tool: str, exc: BaseException) -> str | None:
     detail = text.splitlines()[0][:300]
     return (f"MCP server {server!r} ran tool {tool!r}, but its result does not match the "
             f"output schema the tool declares ({detail}); the call is not repeated")
+
+
+def refused_call(server: str, tool: str, exc: BaseException) -> str | None:
+    """The server answered the call with a JSON-RPC error (an unknown tool, invalid
+    arguments, its own failure): it is up and said no, so the model reads the server's
+    reason, not an outage. None for anything else, and for the SDK's "connection closed"."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if not isinstance(exc, McpError) or exc.error.code == CONNECTION_CLOSED:
+        return None
+    message = (exc.error.message or "no reason given").splitlines()[0][:300]
+    return (f"MCP server {server!r} refused the call to {tool!r}: {message} "
+            f"(JSON-RPC error {exc.error.code})")
 
 
 def no_answer(server: str, seconds: float, doing: str = "answer") -> str:

@@ -74,6 +74,7 @@ from onbehalf.mcp.failures import (
     lost_during_run,
     no_answer,
     reconnect_message,
+    refused_call,
     result_off_schema,
     tool_error,
 )
@@ -274,9 +275,12 @@ async def _call(
         audit["outcome"] = "tool_error"
         return tool_error(call, str(exc) or f"tool {call['name']!r} failed")
     except Exception as exc:
-        if (off_schema := result_off_schema(bound.server, call["name"], exc)) is not None:
+        answered = not bound.session.broken and (  # the server is up and answered the call
+            result_off_schema(bound.server, call["name"], exc)
+            or refused_call(bound.server, call["name"], exc))
+        if answered:
             audit["outcome"] = "tool_error"
-            return tool_error(call, off_schema)
+            return tool_error(call, answered)
         bound.session.broken = True
         status = bound.session.refused_status
         audit["outcome"] = "refused" if status in (401, 403) else "unavailable"
