@@ -20,7 +20,7 @@ from langgraph.config import get_config
 
 from onbehalf.mcp import run_scope
 from onbehalf.mcp.pool import session_pool
-from tests.support.agents import echo_run
+from tests.support.agents import echo_run, say, scripted_agent, tool_messages, tool_payload
 from tests.support.ending_mcp import EndingMcp, run_ending_mcp
 from tests.support.tokens import mint
 
@@ -92,3 +92,25 @@ async def test_a_list_past_two_ttls_is_listed_inside_the_run_again(
     await asyncio.sleep(TTL * 2.1)  # no run gave the session back meanwhile: too old to use
     await echo_run("two", token)
     assert listed_in_runs == [True, True] and server.tool_lists == 2
+
+
+async def test_a_tool_the_server_adds_is_there_on_the_next_run_after_list_changed(
+    server: EndingMcp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`notifications/tools/list_changed` drops the user's cached list at once (the cache
+    would otherwise keep the old one for its whole TTL), on the pooled session."""
+    monkeypatch.setenv("MCP_TOOLS_CACHE_SECONDS", "300")
+    pool = session_pool()
+    forgotten: list[Any] = []
+    forget = pool.forget_tools
+    monkeypatch.setattr(pool, "forget_tools", lambda key: (forgotten.append(key), forget(key)))
+    token = mint("alice")
+    agent, _ = scripted_agent([("grow", {"name": "added_later"})])
+    [grew] = tool_messages(await agent.ainvoke(say("grow"), context={"user_token": token}))
+    assert tool_payload(grew) == {"grew": "added_later"}
+    await eventually(lambda: bool(forgotten))  # the notification reached the session
+    agent, _ = scripted_agent([("added_later", {})])
+    [added] = tool_messages(await agent.ainvoke(say("use it"), context={"user_token": token}))
+    assert added.status != "error", added.content
+    assert tool_payload(added) == {"added": "added_later"}
+    assert server.initializes == 1  # the same session, listed again

@@ -10,7 +10,8 @@ id answers **404** with a JSON-RPC error, which is what the MCP spec tells a
 client to answer with a fresh `initialize`. With `stateless=True` the app has
 no sessions at all and answers plain JSON.
 
-Its `count` tool reports progress and log notifications at each step.
+Its `count` tool reports progress and log notifications at each step; its `grow` tool
+adds a tool and sends `notifications/tools/list_changed`.
 It counts what a test needs: `initializes`, `tool_lists`, `tool_calls` and the 404s sent.
 """
 
@@ -80,6 +81,18 @@ def _build_mcp(state: EndingMcp) -> FastMCP:
             await ctx.report_progress(step, steps, f"step {step} of {steps}")
             await asyncio.sleep(0.05)
         return json.dumps({"counted": steps})
+
+    @mcp.tool()
+    async def grow(name: str, ctx: Context) -> str:
+        """Add a tool called `name` (it says its name back) and tell the client so."""
+        state.tool_calls += 1
+
+        def added() -> str:
+            return json.dumps({"added": name})
+
+        mcp.add_tool(added, name=name, description=f"The tool {name}, added at run time.")
+        await ctx.session.send_tool_list_changed()
+        return json.dumps({"grew": name})
 
     return mcp
 
