@@ -72,13 +72,17 @@ def result_off_schema(server: str, tool: str, exc: BaseException) -> str | None:
             f"output schema the tool declares ({detail}); the call is not repeated")
 
 
+_NO_ANSWER_CODES = (CONNECTION_CLOSED, httpx.codes.REQUEST_TIMEOUT)
+
+
 def refused_call(server: str, tool: str, exc: BaseException) -> str | None:
     """The server answered the call with a JSON-RPC error (an unknown tool, invalid
     arguments, its own failure): it is up and said no, so the model reads the server's
-    reason, not an outage. None for anything else, and for the SDK's "connection closed"."""
+    reason, not an outage. None for anything else, and for the errors the SDK makes up
+    itself when no answer came (connection closed, its own request timeout)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
-    if not isinstance(exc, McpError) or exc.error.code == CONNECTION_CLOSED:
+    if not isinstance(exc, McpError) or exc.error.code in _NO_ANSWER_CODES:
         return None
     message = (exc.error.message or "no reason given").splitlines()[0][:300]
     return (f"MCP server {server!r} refused the call to {tool!r}: {message} "
