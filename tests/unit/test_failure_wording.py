@@ -12,7 +12,7 @@ import pytest
 from mcp.shared.exceptions import McpError
 from mcp.types import CONNECTION_CLOSED, INVALID_PARAMS, ErrorData
 
-from onbehalf.mcp.failures import refused_call, result_off_schema
+from onbehalf.mcp.failures import describe_failure, refused_call, result_off_schema
 
 
 def error(code: int, message: str) -> McpError:
@@ -42,3 +42,16 @@ def test_a_servers_json_rpc_error_is_its_refusal_even_inside_a_task_group() -> N
 def test_only_the_clients_own_schema_check_is_an_off_schema_result(other: Exception) -> None:
     assert result_off_schema("tickets", "x", other) is None
     assert refused_call("tickets", "x", other) is None
+
+
+def test_a_redirect_names_where_to_without_its_query_and_what_to_change() -> None:
+    request = httpx.Request("POST", "https://mcp.example.com/mcp")
+    response = httpx.Response(307, request=request,
+                              headers={"location": "/v2/mcp/?session=secret-ish#frag"})
+    exc = httpx.HTTPStatusError("redirect", request=request, response=response)
+    text = describe_failure(exc)
+    assert text.startswith("HTTP 307: it redirects to https://mcp.example.com/v2/mcp/,"), text
+    assert "secret-ish" not in text and "frag" not in text
+    assert "servers file" in text and "not followed" in text
+    assert describe_failure(httpx.HTTPStatusError(
+        "nope", request=request, response=httpx.Response(502, request=request))) == "HTTP 502"

@@ -45,10 +45,22 @@ def describe_failure(exc: BaseException) -> str:
         return "connection refused or host unreachable"
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
+    if isinstance(exc, httpx.HTTPStatusError) and exc.response.is_redirect:
+        return _redirected(exc.response)
     if isinstance(exc, httpx.HTTPStatusError):
         return f"HTTP {exc.response.status_code}"
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}{': ' + text[:200] if text else ''}"
+
+
+def _redirected(response: httpx.Response) -> str:
+    """A redirect, which is never followed: it could take the user's credential to another
+    address. The developer reads where to (without its query) and what to change."""
+    location = httpx.URL(response.headers.get("location", ""))
+    target = response.request.url.join(location).copy_with(query=None, fragment=None)
+    return (f"HTTP {response.status_code}: it redirects to {str(target)[:200]}, and redirects "
+            "are not followed (they could carry the user's credential elsewhere): put the "
+            "address it redirects to in the servers file")
 
 
 _RESULT_CHECKS = (
