@@ -34,7 +34,14 @@ def public_names(tools_by_server: Mapping[str, Iterable[McpTool]]) -> dict[tuple
 
 
 async def list_server_tools(session: ClientSession) -> list[McpTool]:
-    """Every tool of a server, following pagination cursors."""
+    """Every tool of a server, following pagination cursors.
+
+    A server that did not declare the `tools` capability at `initialize` offers none and
+    is not asked (the MCP spec; such servers answer `tools/list` with "method not found",
+    which would read as the server being unavailable on every run)."""
+    capabilities = session.get_server_capabilities()
+    if capabilities is not None and capabilities.tools is None:
+        return []
     tools: list[McpTool] = []
     cursor: str | None = None
     for _ in range(100):
