@@ -22,10 +22,13 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
+from onbehalf.settings import HandoffSettings
+from onbehalf.worker.handoff import TokenHandoff
+from onbehalf.worker.runner import run_execution
 from tests.support.elicit_mcp import ElicitMcpServer, run_elicit_mcp
 from tests.support.langgraph_server import LangGraphServer, run_langgraph_dev
 from tests.support.threads import ask, bearer, last_text, pause_of, worker_run
-from tests.support.tokens import subprocess_env
+from tests.support.tokens import mint, subprocess_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -203,6 +206,35 @@ async def test_the_worker_exits_5_with_the_elicitation_in_its_lines(
     run = await worker_run(env, "alice", f"alice-{uuid.uuid4().hex[:10]}", "pick_repository")
     assert run.returncode == 5, run.stderr.decode()
     assert '"mcp_elicitation"' in run.stdout.decode()
+
+
+async def test_the_worker_reports_the_pause_when_the_stream_missed_it(
+    server: LangGraphServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Aegra 0.11 can lose a stream event under load: here the `__interrupt__` update never
+    arrives, and the worker still reports the pause (the CLI's exit 5), read from the
+    thread, instead of a failed run."""
+    import onbehalf.worker.runner as runner
+
+    class MissesThePause(runner.RemoteGraph):
+        async def astream(self, *args: Any, **kwargs: Any) -> Any:
+            async for part in super().astream(*args, **kwargs):
+                if part["type"] == "updates" and "__interrupt__" in part["data"]:
+                    continue
+                yield part
+
+    monkeypatch.setattr(runner, "RemoteGraph", MissesThePause)
+    execution = f"alice-{uuid.uuid4().hex[:10]}"
+    settings = HandoffSettings(redis_url=redis_url, langgraph_url=server.url)
+    async with TokenHandoff(settings) as handoff:
+        await handoff.put(execution, mint("alice"))
+    events = [event async for event in run_execution(
+        execution, "assistant", {"messages": [{"role": "user", "content": "pick_repository"}]},
+        settings=settings,
+    )]
+    assert [e["event"] for e in events][-2:] == ["interrupt", "done"], events
+    [pending] = events[-2]["interrupts"]
+    assert pending["value"]["type"] == "mcp_elicitation", pending
 
 
 async def test_chat_without_a_terminal_exits_5_with_the_thread_id(

@@ -169,8 +169,11 @@ class _ServerCalls:
                     paused = paused or event["event"] == "interrupt"
                     yield event
             if not paused:
-                await self._require_success(thread_id, run.get("run_id"))
-                last_values = await self._final_values(thread_id, last_values)
+                interrupts, last_values = await self._outcome(
+                    thread_id, run.get("run_id"), last_values)
+                if interrupts:
+                    paused = True
+                    yield {"event": "interrupt", "interrupts": interrupts}
             yield {
                 "event": "done",
                 "thread_id": thread_id,
@@ -185,10 +188,31 @@ class _ServerCalls:
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
 
-    async def _require_success(self, thread_id: str, run_id: Any) -> None:
-        """A stream that just ends may be a cancelled run: only `success` is done."""
+    async def _outcome(self, thread_id: str, run_id: Any, streamed: Any) -> tuple[list[Any], Any]:
+        """How the run ended, asked of the server rather than read from the stream, which
+        can miss events (Aegra 0.11 replays a run's stored events and then subscribes to
+        its live ones; under load an event published in between reaches neither): the
+        interrupts it paused on, or none and the thread's values, whose last answer is the
+        output (not an earlier step's). A stream that just ends may also be a cancelled
+        run: anything but `success`, or a pause, fails."""
+        status = await self._final_status(thread_id, run_id)
+        state = await self._client.threads.get_state(thread_id)
+        interrupts = _pending_interrupts(state)
+        # a pause is `success` on langgraph-api, `interrupted` on Aegra
+        if interrupts and status in (None, "success", "interrupted"):
+            return interrupts, streamed
+        if status not in (None, "success"):
+            raise RunFailed(
+                f"the run did not finish: the server reports status {status!r} "
+                "(cancelled, interrupted or failed on the server)"
+            )
+        values = state.get("values") if isinstance(state, Mapping) else None
+        return [], values if values is not None else streamed
+
+    async def _final_status(self, thread_id: str, run_id: Any) -> str | None:
+        """The run's status once it is neither pending nor running (None: no run id seen)."""
         if not run_id:
-            return
+            return None
         status = "pending"
         for _ in range(20):
             record = await self._client.runs.get(thread_id, str(run_id))
@@ -196,20 +220,7 @@ class _ServerCalls:
             if status not in ("pending", "running"):
                 break
             await asyncio.sleep(0.1)
-        if status != "success":
-            raise RunFailed(
-                f"the run did not finish: the server reports status {status!r} "
-                "(cancelled, interrupted or failed on the server)"
-            )
-
-    async def _final_values(self, thread_id: str, streamed: Any) -> Any:
-        """The thread's values after the run, not the last `values` event that arrived: a
-        stream can miss events (Aegra 0.11 replays a run's stored events and then subscribes
-        to its live ones; under load an event published in between reaches neither), and
-        the output must be the run's last answer, not an earlier step's."""
-        state = await self._client.threads.get_state(thread_id)
-        values = state.get("values") if isinstance(state, Mapping) else None
-        return values if values is not None else streamed
+        return status
 
     async def _open_thread(self, execution_id: str, graph_id: str, thread_id: str | None) -> str:
         """The user's own thread: created with their token, or checked to be theirs."""
@@ -331,6 +342,14 @@ def _update_events(data: Any) -> list[Event]:
         else {"event": "update", "node": node, "data": update}
         for node, update in data.items()
     ]
+
+
+def _pending_interrupts(state: Any) -> list[Any]:
+    """The interrupts a thread waits on, as the stream's `__interrupt__` update carries them."""
+    if not isinstance(state, Mapping):
+        return []
+    return [pending for task in state.get("tasks") or [] if isinstance(task, Mapping)
+            for pending in task.get("interrupts") or []]
 
 
 def _run_error(exc: RemoteException) -> str:
