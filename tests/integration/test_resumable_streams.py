@@ -21,7 +21,7 @@ from mcp.server.streamable_http import EventCallback, EventId, EventMessage, Eve
 from mcp.types import JSONRPCMessage
 
 from onbehalf.mcp.pool import session_pool
-from tests.support.agents import say, scripted_agent, tool_messages, tool_payload
+from tests.support.agents import say, scripted_agent, tool_messages, tool_payload, use_servers
 from tests.support.asgi_server import serve_in_thread
 from tests.support.tokens import free_port, mint
 
@@ -73,8 +73,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ResumingServer]:
         return json.dumps({"echo": text})
 
     with serve_in_thread(mcp.streamable_http_app(), port):
-        entry = {"url": state.url, "auth": {"type": "none"}, "timeout_seconds": 5}
-        monkeypatch.setenv("MCP_SERVERS", json.dumps({"servers": {"resuming": entry}}))
+        use_servers(monkeypatch, resuming=state.url)
         yield state
 
 

@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from onbehalf.mcp.pool import session_pool
-from tests.support.agents import say, scripted_agent, tool_messages, tool_payload
+from tests.support.agents import say, scripted_agent, tool_messages, tool_payload, use_servers
 from tests.support.asgi_server import serve_in_thread
 from tests.support.ending_mcp import run_ending_mcp
 from tests.support.tokens import free_port, mint
@@ -72,11 +72,7 @@ def servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     methods: list[str] = []
     port = free_port()
     with serve_in_thread(prompts_only(methods), port), run_ending_mcp() as tools:
-        monkeypatch.setenv("MCP_SERVERS", json.dumps({"servers": {
-            "prompts": {"url": f"http://127.0.0.1:{port}/mcp/", "auth": {"type": "none"},
-                        "timeout_seconds": 5},
-            "ending": {"url": tools.url, "auth": {"type": "none"}, "timeout_seconds": 5},
-        }}))
+        use_servers(monkeypatch, prompts=f"http://127.0.0.1:{port}/mcp/", ending=tools.url)
         yield methods
 
 

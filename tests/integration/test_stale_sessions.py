@@ -10,13 +10,12 @@ that counts the `initialize` requests it received.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from onbehalf.mcp.pool import session_pool
-from tests.support.agents import echo_run, say, scripted_agent
+from tests.support.agents import echo_run, say, scripted_agent, use_servers
 from tests.support.agents import tool_messages as results
 from tests.support.ending_mcp import EndingMcp, run_ending_mcp
 from tests.support.tokens import mint
@@ -37,8 +36,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[EndingMcp]:
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, server: EndingMcp) -> None:
-    entry = {"url": server.url, "auth": {"type": "none"}, "timeout_seconds": 5}
-    monkeypatch.setenv("MCP_SERVERS", json.dumps({"servers": {"ending": entry}}))
+    use_servers(monkeypatch, ending=server.url)
 
 
 async def test_a_session_the_server_forgot_is_replaced_without_an_error(

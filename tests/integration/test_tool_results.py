@@ -26,7 +26,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from onbehalf.mcp.pool import session_pool
-from tests.support.agents import say, scripted_agent, tool_messages, tool_payload
+from tests.support.agents import say, scripted_agent, tool_messages, tool_payload, use_servers
 from tests.support.asgi_server import serve_in_thread
 from tests.support.tokens import free_port, mint
 
@@ -96,8 +96,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[OffSchemaServer]:
     port = free_port()
     state = OffSchemaServer(url=f"http://127.0.0.1:{port}/mcp/")
     with serve_in_thread(_app(state), port):
-        entry = {"url": state.url, "auth": {"type": "none"}, "timeout_seconds": 5}
-        monkeypatch.setenv("MCP_SERVERS", json.dumps({"servers": {"strict": entry}}))
+        use_servers(monkeypatch, strict=state.url)
         yield state
 
 

@@ -16,6 +16,13 @@ from onbehalf.mcp.tokens import UserContext
 Calls = list[tuple[str, dict[str, Any]]]
 
 
+def use_servers(monkeypatch: Any, **urls: str) -> None:
+    """`MCP_SERVERS` naming each server at its URL, without credentials, 5 s timeout."""
+    servers = {name: {"url": url, "auth": {"type": "none"}, "timeout_seconds": 5}
+               for name, url in urls.items()}
+    monkeypatch.setenv("MCP_SERVERS", json.dumps({"servers": servers}))
+
+
 def say(text: str) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": text}]}
 
