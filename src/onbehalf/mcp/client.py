@@ -34,6 +34,10 @@ from onbehalf.mcp.elicitation import answer_ttl_seconds
 from onbehalf.mcp.sessions import ROUTED_CALLBACKS, route_message, session_http_client
 from onbehalf.servers import McpServer
 
+MIN_SECRET_CHARS = 8
+"""Shorter values are not looked for in answers (they would match ordinary text); no real
+credential is that short."""
+
 
 class CredentialAuth(httpx.Auth):
     """One credential, set on every request of one session: `Authorization` or another header.
@@ -52,6 +56,16 @@ class CredentialAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers[self.header] = self._value.get_secret_value()
         yield request
+
+    def secrets(self) -> tuple[str, ...]:
+        """What a server could echo of this credential: the header's value and, after an
+        auth scheme (`Bearer …`), the token alone. Longest first, so the whole is replaced
+        before its part."""
+        value = self._value.get_secret_value()
+        scheme, _, token = value.partition(" ")
+        found = [value] + ([token.strip()] if scheme and token.strip() else [])
+        return tuple(sorted({s for s in found if len(s) >= MIN_SECRET_CHARS}, key=len,
+                            reverse=True))
 
     def fingerprint(self, headers: Mapping[str, str]) -> str:
         """A sha256 prefix of everything this credential and the server's headers send."""

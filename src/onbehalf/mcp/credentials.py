@@ -99,6 +99,8 @@ class ServerCredential:
     """Step-up (`oauth`): a new connect flow asking for these scopes too; its link."""
     granted_scopes: tuple[str, ...] = ()
     """The scopes the credential that was sent carries (`oauth`: as the AS granted them)."""
+    sent_secrets: tuple[str, ...] = field(default=(), repr=False)
+    """What the server is sent that it must never get to echo into a run (results.py)."""
 
     @property
     def reconnectable(self) -> bool:
@@ -202,7 +204,7 @@ def _credential(server: McpServer, sent: CredentialAuth | None, **rest: Any) -> 
     fingerprint = (sent.fingerprint(server.headers) if sent is not None
                    else credential_fingerprint(server.headers))
     return ServerCredential(connection=mcp_connection(server, sent), fingerprint=fingerprint,
-                            **rest)
+                            sent_secrets=sent.secrets() if sent is not None else (), **rest)
 
 
 async def _oauth_tokens(name: str, account: OAuthServer, user: UserToken) -> StoredTokens:

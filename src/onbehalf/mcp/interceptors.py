@@ -78,7 +78,7 @@ from onbehalf.mcp.failures import (
     result_off_schema,
     tool_error,
 )
-from onbehalf.mcp.results import bound_result
+from onbehalf.mcp.results import bound_result, credentials_removed
 from onbehalf.mcp.run_scope import BoundTool, RunScope
 from onbehalf.mcp.tokens import UserToken, resolve_user_token
 from onbehalf.oauth.accounts import OAuthProblem, scope_union
@@ -222,6 +222,17 @@ async def _call(
         return tool_error(call, str(exc))
     timeout = scope.config.servers[bound.server].timeout_seconds
     pause = _Pause(call, user, scope, _thread_of(config))
+    answer = await _answer(request, handler, scope, bound, user, pause, timeout, audit)
+    # after the call: a refresh during it may have replaced the credential that was sent
+    return credentials_removed(answer, scope.sent_secrets(bound.server))
+
+
+async def _answer(
+    request: ToolCallRequest, handler: ToolHandler, scope: RunScope, bound: BoundTool,
+    user: UserToken, pause: _Pause, limit_seconds: float, audit: dict[str, Any],
+) -> ToolMessage | Command[Any]:
+    """The call's answer: its result, or what the model and the user read instead."""
+    call = request.tool_call
     try:
         after = await _after_pause(pause, bound)
     except GraphInterrupt:
@@ -236,12 +247,12 @@ async def _call(
             if after is not None:  # the parked call, answered: no retry can resend it
                 bound = after.bound or bound
                 bound.session.notify = _stream_writer()
-                result = await _awaiting(pause, bound, after.work, timeout, after)
+                result = await _awaiting(pause, bound, after.work, limit_seconds, after)
                 break
             bound.session.notify = _stream_writer()
             try:
                 work = asyncio.ensure_future(handler(request.override(tool=bound.tool)))
-                result = await _awaiting(pause, bound, work, timeout)
+                result = await _awaiting(pause, bound, work, limit_seconds)
                 break
             except GraphInterrupt:
                 raise
@@ -265,7 +276,7 @@ async def _call(
     except TimeoutError:
         bound.session.broken = True
         audit["outcome"] = "timeout"
-        return tool_error(call, no_answer(bound.server, timeout))
+        return tool_error(call, no_answer(bound.server, limit_seconds))
     except GraphInterrupt:
         audit["outcome"] = "paused"
         raise
@@ -295,8 +306,9 @@ async def _call(
             detail = bound.session.transport_error or "session ended"
         else:
             detail = describe_failure(exc)
-        reason = (explain_refusal(bound.server, status, missing)
-                  or lost_during_run(bound.server, detail))
+        reason = credentials_removed(explain_refusal(bound.server, status, missing)
+                                     or lost_during_run(bound.server, detail),
+                                     scope.sent_secrets(bound.server))
         log.warning("tool call %s on %s failed: %s", call["name"], bound.server, reason)
         return tool_error(call, reason)
     if isinstance(result, ToolMessage):

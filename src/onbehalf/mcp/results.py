@@ -6,11 +6,56 @@ later turn; an MCP server that returns megabytes must not break either.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from langchain_core.messages import ToolMessage
 
 from onbehalf.settings import KitSettings, current
+
+REMOVED = "[credential removed by onbehalf]"
+"""What stands where a server echoed the credential it was sent."""
+Answer = TypeVar("Answer")
+
+
+def credentials_removed(answer: Answer, secrets: Sequence[str]) -> Answer:
+    """The answer without the credentials the call sent (`secrets`).
+
+    A server can echo what it received (a debugging tool, an error that quotes the
+    request); its answer goes into the thread's state, the model's context and the logs,
+    none of which may ever hold a token. Text content, artifacts (structured content) and
+    plain strings are cleaned; anything else is returned as it is."""
+    if not secrets or not _holds(answer, secrets):
+        return answer
+    if isinstance(answer, ToolMessage):
+        update = {"content": _without(answer.content, secrets),
+                  "artifact": _without(answer.artifact, secrets)}
+        return answer.model_copy(update=update)  # type: ignore[return-value]
+    return _without(answer, secrets)  # type: ignore[no-any-return]
+
+
+def _holds(value: Any, secrets: Sequence[str]) -> bool:
+    if isinstance(value, ToolMessage):
+        return _holds(value.content, secrets) or _holds(value.artifact, secrets)
+    if isinstance(value, str):
+        return any(secret in value for secret in secrets)
+    if isinstance(value, dict):
+        return any(_holds(v, secrets) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds(v, secrets) for v in value)
+    return False
+
+
+def _without(value: Any, secrets: Sequence[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REMOVED)
+        return value
+    if isinstance(value, dict):
+        return {k: _without(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_without(v, secrets) for v in value)
+    return value
 
 
 def max_result_chars() -> int:

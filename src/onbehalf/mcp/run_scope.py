@@ -248,6 +248,11 @@ class RunScope:
                 name, no_answer(name, server.timeout_seconds, "list its tools")
             ) from None
 
+    def sent_secrets(self, server: str) -> tuple[str, ...]:
+        """The credential this run sends `server`, as a server could echo it."""
+        credential = self.credentials.get(server)
+        return credential.sent_secrets if credential is not None else ()
+
     def availability_note(self) -> str | None:
         """What the model is told about servers whose tools are missing this run."""
         if not self.unavailable:
