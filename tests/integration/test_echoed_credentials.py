@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from langgraph.checkpoint.memory import InMemorySaver
 from mcp.server.fastmcp import Context, FastMCP
+from pydantic import BaseModel
 
 from onbehalf.mcp.pool import session_pool
 from onbehalf.mcp.results import REMOVED
@@ -27,6 +29,10 @@ pytestmark = pytest.mark.anyio
 SERVICE_KEY = "svc-key-" + "k" * 32
 SERVER_SIDE = ("sse_starlette", "mcp.server", "uvicorn")
 """The echoing server runs in this process: its own logs are not the run's."""
+
+
+class Confirm(BaseModel):
+    ok: bool
 
 
 def _echoing() -> FastMCP:
@@ -46,6 +52,12 @@ def _echoing() -> FastMCP:
     def structured(ctx: Context) -> dict[str, Any]:
         """The same, as structured content."""
         return {"authorization": received(ctx), "token": received(ctx).partition(" ")[2]}
+
+    @mcp.tool()
+    async def asking(ctx: Context) -> str:
+        """Ask the user, quoting the request in the question."""
+        answer = await ctx.elicit(f"Go on with Authorization={received(ctx)}?", Confirm)
+        return f"answered {answer.action}"
 
     @mcp.tool()
     def failing(ctx: Context) -> str:
@@ -95,3 +107,16 @@ async def test_an_echoed_credential_is_in_no_result_artifact_error_or_log(
     ours = [r for r in caplog.records if not r.name.startswith(SERVER_SIDE)]
     leaked = {r.name for r in ours if sent in r.getMessage()}
     assert not leaked, leaked
+
+
+@pytest.mark.parametrize("server", [{"type": "user_token"}], indirect=True)
+async def test_an_echoed_credential_is_not_in_the_question_a_server_asks(server: str) -> None:
+    token = mint("alice")
+    saver = InMemorySaver()
+    agent, _ = scripted_agent([("asking", {})], checkpointer=saver)
+    state = await agent.ainvoke(say("ask me"), config={"configurable": {"thread_id": "t-1"}},
+                                context={"user_token": token})
+    [paused] = state["__interrupt__"]
+    question = paused.value["requests"][0]["message"]
+    assert question == f"Go on with Authorization={REMOVED}?", question
+    assert token not in repr(saver.storage) and token not in repr(saver.writes)

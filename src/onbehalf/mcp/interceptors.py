@@ -364,6 +364,9 @@ class _Pause:
         self.dialog = Dialog()
 
     def parked(self, at: BoundTool, requests: list[dict[str, Any]], **held: Any) -> Parked:
+        # what the server asks goes into the interrupt, so into the checkpoint and the
+        # user's screen: never with the credential it was sent (results.py)
+        requests = credentials_removed(requests, self.scope.sent_secrets(at.server))
         return Parked(identity=self.user.identity, fingerprint=self.user.fingerprint,
                       server=at.server, tool=at.mcp_tool.name, requests=requests,
                       asked=self.dialog.asked, **held)
