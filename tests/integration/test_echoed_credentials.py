@@ -60,6 +60,13 @@ def _echoing() -> FastMCP:
         return f"answered {answer.action}"
 
     @mcp.tool()
+    async def progressing(ctx: Context) -> str:
+        """Report progress and a log line, quoting the request."""
+        await ctx.report_progress(1, 2, f"working for {received(ctx)}")
+        await ctx.info(f"request had {received(ctx)}")
+        return "done"
+
+    @mcp.tool()
     def failing(ctx: Context) -> str:
         """An error that quotes the request."""
         raise ValueError(f"cannot serve a request with Authorization={received(ctx)}")
@@ -120,3 +127,17 @@ async def test_an_echoed_credential_is_not_in_the_question_a_server_asks(server:
     question = paused.value["requests"][0]["message"]
     assert question == f"Go on with Authorization={REMOVED}?", question
     assert token not in repr(saver.storage) and token not in repr(saver.writes)
+
+
+@pytest.mark.parametrize("server", [{"type": "user_token"}], indirect=True)
+async def test_an_echoed_credential_is_not_in_the_progress_streamed_to_the_run(
+    server: str,
+) -> None:
+    token = mint("alice")
+    agent, _ = scripted_agent([("progressing", {})])
+    streamed = [part async for part in agent.astream(
+        say("work"), stream_mode="custom", context={"user_token": token})]
+    kinds = {event.get("type") for event in streamed if isinstance(event, dict)}
+    assert {"mcp_progress", "mcp_log"} <= kinds, streamed
+    assert token not in json.dumps(streamed, default=str)
+    assert REMOVED in json.dumps(streamed, default=str)

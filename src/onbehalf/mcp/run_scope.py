@@ -204,6 +204,7 @@ class RunScope:
         session = McpSession(
             name, self.client, server.timeout_seconds,
             expires_at=expires_at, on_tools_changed=lambda: pool.forget_tools(key),
+            sent_secrets=self.sent_secrets(name),
         )
         await session.open()
         return session

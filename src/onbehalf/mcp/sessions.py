@@ -39,6 +39,7 @@ from mcp.types import (
 
 from onbehalf.mcp.elicitation import Question, answer_ttl_seconds
 from onbehalf.mcp.failures import no_answer, unavailable_at_open
+from onbehalf.mcp.results import credentials_removed
 from onbehalf.mcp.transport import client_factory
 
 if TYPE_CHECKING:
@@ -70,8 +71,12 @@ class McpSession:
         *,
         expires_at: float = float("inf"),
         on_tools_changed: Callable[[], None] | None = None,
+        sent_secrets: tuple[str, ...] = (),
     ) -> None:
         self.server = server
+        self._sent_secrets = sent_secrets
+        """The credential the session sends, as its server could echo it into the progress
+        and log messages streamed to the run (results.py)."""
         self.timeout = timeout
         self.expires_at = expires_at
         """When the credential inside stops being valid; the pool never lends it after."""
@@ -159,7 +164,7 @@ class McpSession:
         notify = self.notify
         if notify is not None:
             with contextlib.suppress(Exception):  # a closed stream must not fail the call
-                notify(event)
+                notify(credentials_removed(event, self._sent_secrets))
 
     @property
     def client(self) -> ClientSession:
