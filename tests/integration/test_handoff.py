@@ -268,21 +268,26 @@ def sse(*events: tuple[str, Any]) -> httpx.Response:
     )
 
 
+ANSWER = {"type": "ai", "content": "You have 2 open tickets."}
+FINAL_VALUES = {"messages": [{"type": "human", "content": "list my tickets"}, ANSWER]}
+
+
 def happy_run(request: httpx.Request) -> httpx.Response:
     if request.method == "POST" and request.url.path == "/threads":
         return httpx.Response(200, json={"thread_id": THREAD_ID, "metadata": {}})
     if request.method == "GET" and request.url.path == f"/threads/{THREAD_ID}":
         return httpx.Response(200, json={"thread_id": THREAD_ID, "metadata": {}})
     if request.url.path == f"/threads/{THREAD_ID}/runs/stream":
-        answer = {"type": "ai", "content": "You have 2 open tickets."}
         return sse(
             ("metadata", {"run_id": RUN_ID}),
-            ("updates", {"model": {"messages": [answer]}}),
-            ("values", {"messages": [{"type": "human", "content": "list my tickets"}, answer]}),
+            ("updates", {"model": {"messages": [ANSWER]}}),
+            ("values", FINAL_VALUES),
             ("end", None),
         )
     if request.method == "GET" and request.url.path == f"/threads/{THREAD_ID}/runs/{RUN_ID}":
         return httpx.Response(200, json={"run_id": RUN_ID, "status": "success"})
+    if request.method == "GET" and request.url.path == f"/threads/{THREAD_ID}/state":
+        return httpx.Response(200, json={"values": FINAL_VALUES, "next": [], "tasks": []})
     return httpx.Response(404, json={"detail": "Not Found"})
 
 
@@ -338,6 +343,7 @@ async def test_worker_runs_as_the_user_with_the_token_only_in_the_header(
                           "output": "You have 2 open tickets."}
     assert [r.url.path for r in server.requests] == [
         "/threads", f"/threads/{THREAD_ID}/runs/stream", f"/threads/{THREAD_ID}/runs/{RUN_ID}",
+        f"/threads/{THREAD_ID}/state",  # the outcome is asked of the server, not the stream
     ]
     for request in server.requests:
         assert request.headers["authorization"] == f"Bearer {token}"
@@ -357,6 +363,7 @@ async def test_worker_continues_an_existing_thread_after_checking_it(redis_url: 
     assert [(r.method, r.url.path) for r in server.requests] == [
         ("GET", f"/threads/{THREAD_ID}"), ("POST", f"/threads/{THREAD_ID}/runs/stream"),
         ("GET", f"/threads/{THREAD_ID}/runs/{RUN_ID}"),  # the run really succeeded
+        ("GET", f"/threads/{THREAD_ID}/state"),  # and its last answer is the thread's
     ]
     assert events[-1]["event"] == "done"
 
