@@ -19,6 +19,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from mcp.server.fastmcp import Context, FastMCP
 from pydantic import BaseModel
 
+from onbehalf.mcp.elicitation import drop_parked
 from onbehalf.mcp.pool import session_pool
 from onbehalf.mcp.results import REMOVED
 from tests.support.agents import say, scripted_agent, tool_messages
@@ -121,8 +122,11 @@ async def test_an_echoed_credential_is_not_in_the_question_a_server_asks(server:
     token = mint("alice")
     saver = InMemorySaver()
     agent, _ = scripted_agent([("asking", {})], checkpointer=saver)
-    state = await agent.ainvoke(say("ask me"), config={"configurable": {"thread_id": "t-1"}},
-                                context={"user_token": token})
+    try:
+        state = await agent.ainvoke(say("ask me"), context={"user_token": token},
+                                    config={"configurable": {"thread_id": "t-1"}})
+    finally:
+        drop_parked()  # the paused call is not resumed: nothing left for later tests
     [paused] = state["__interrupt__"]
     question = paused.value["requests"][0]["message"]
     assert question == f"Go on with Authorization={REMOVED}?", question

@@ -57,15 +57,15 @@ class CredentialAuth(httpx.Auth):
         request.headers[self.header] = self._value.get_secret_value()
         yield request
 
-    def secrets(self) -> tuple[str, ...]:
+    def secrets(self) -> tuple[SecretStr, ...]:
         """What a server could echo of this credential: the header's value and, after an
-        auth scheme (`Bearer …`), the token alone. Longest first, so the whole is replaced
-        before its part."""
+        auth scheme (`Bearer …`), the token alone; longest first, so that the whole is
+        replaced before its part. Kept as `SecretStr`, like the value itself."""
         value = self._value.get_secret_value()
         scheme, _, token = value.partition(" ")
         found = [value] + ([token.strip()] if scheme and token.strip() else [])
-        return tuple(sorted({s for s in found if len(s) >= MIN_SECRET_CHARS}, key=len,
-                            reverse=True))
+        kept = sorted({s for s in found if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+        return tuple(SecretStr(s) for s in kept)
 
     def fingerprint(self, headers: Mapping[str, str]) -> str:
         """A sha256 prefix of everything this credential and the server's headers send."""

@@ -99,7 +99,7 @@ class ServerCredential:
     """Step-up (`oauth`): a new connect flow asking for these scopes too; its link."""
     granted_scopes: tuple[str, ...] = ()
     """The scopes the credential that was sent carries (`oauth`: as the AS granted them)."""
-    sent_secrets: tuple[str, ...] = field(default=(), repr=False)
+    sent_secrets: tuple[SecretStr, ...] = field(default=(), repr=False)
     """What the server is sent that it must never get to echo into a run (results.py)."""
 
     @property

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from langchain_core.messages import ToolMessage
+from pydantic import SecretStr
 
 from onbehalf.settings import KitSettings, current
 
@@ -18,14 +19,17 @@ REMOVED = "[credential removed by onbehalf]"
 Answer = TypeVar("Answer")
 
 
-def credentials_removed(answer: Answer, secrets: Sequence[str]) -> Answer:
+def credentials_removed(answer: Answer, sent: Sequence[SecretStr]) -> Answer:
     """The answer without the credentials the call sent (`secrets`).
 
     A server can echo what it received (a debugging tool, an error that quotes the
     request); its answer goes into the thread's state, the model's context and the logs,
     none of which may ever hold a token. Text content, artifacts (structured content) and
     plain strings are cleaned; anything else is returned as it is."""
-    if not secrets or not _holds(answer, secrets):
+    if not sent:
+        return answer
+    secrets = [secret.get_secret_value() for secret in sent]  # for this answer only
+    if not _holds(answer, secrets):
         return answer
     if isinstance(answer, ToolMessage):
         update = {"content": _without(answer.content, secrets),

@@ -18,6 +18,7 @@ from functools import partial
 
 from langchain_core.tools import BaseTool
 from mcp.types import Tool as McpTool
+from pydantic import SecretStr
 
 from onbehalf.mcp.client import UserMCPClient
 from onbehalf.mcp.credentials import (
@@ -249,7 +250,7 @@ class RunScope:
                 name, no_answer(name, server.timeout_seconds, "list its tools")
             ) from None
 
-    def sent_secrets(self, server: str) -> tuple[str, ...]:
+    def sent_secrets(self, server: str) -> tuple[SecretStr, ...]:
         """The credential this run sends `server`, as a server could echo it."""
         credential = self.credentials.get(server)
         return credential.sent_secrets if credential is not None else ()

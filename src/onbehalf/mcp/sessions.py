@@ -36,6 +36,7 @@ from mcp.types import (
     ServerNotification,
     ToolListChangedNotification,
 )
+from pydantic import SecretStr
 
 from onbehalf.mcp.elicitation import Question, answer_ttl_seconds
 from onbehalf.mcp.failures import no_answer, unavailable_at_open
@@ -71,7 +72,7 @@ class McpSession:
         *,
         expires_at: float = float("inf"),
         on_tools_changed: Callable[[], None] | None = None,
-        sent_secrets: tuple[str, ...] = (),
+        sent_secrets: tuple[SecretStr, ...] = (),
     ) -> None:
         self.server = server
         self._sent_secrets = sent_secrets
