@@ -159,21 +159,23 @@ class JwtVerifier:
 
     async def verify(self, token: str) -> VerifiedClaims:
         """Verify a raw JWT; raises InvalidToken naming the failed check."""
-        alg = self._check_shape_and_algorithm(token)
+        alg, kid = self._check_shape_and_algorithm(token)
         key: Any = self._secret
-        if alg not in _HMAC and (key := self._known_key(token)) is None:
-            key = await asyncio.to_thread(self._signing_key, token)
+        if alg not in _HMAC and (key := self._known_key(kid)) is None:
+            key = await asyncio.to_thread(self._signing_key, kid)
         return self._decode(token, key, alg)
 
     def verify_sync(self, token: str) -> VerifiedClaims:
         """Blocking variant for code that has no event loop (the CLI)."""
-        alg = self._check_shape_and_algorithm(token)
+        alg, kid = self._check_shape_and_algorithm(token)
         key: Any = self._secret
-        if alg not in _HMAC and (key := self._known_key(token)) is None:
-            key = self._signing_key(token)
+        if alg not in _HMAC and (key := self._known_key(kid)) is None:
+            key = self._signing_key(kid)
         return self._decode(token, key, alg)
 
-    def _check_shape_and_algorithm(self, token: str) -> str:
+    def _check_shape_and_algorithm(self, token: str) -> tuple[str, Any]:
+        """The header's `alg`, checked, and its `kid` (read once: the key is looked up by
+        it alone, the payload is `_decode`'s)."""
         if len(token) > MAX_TOKEN_BYTES:
             raise InvalidToken(
                 "token_size", f"token too large (over {MAX_TOKEN_BYTES} bytes): send a normal JWT"
@@ -197,26 +199,24 @@ class JwtVerifier:
                 f"token algorithm {alg[:32]!r} is not accepted here "
                 f"(allowed: {', '.join(self._algorithms)})",
             )
-        return alg
+        return alg, header.get("kid")
 
-    def _known_key(self, token: str) -> Any | None:
-        """The token's key from the JWKS in memory, or None when only a fetch can tell."""
+    def _known_key(self, kid: Any) -> Any | None:
+        """The key named `kid` in the JWKS in memory, or None when only a fetch can tell."""
         assert self._jwks is not None
         cache = self._jwks.jwk_set_cache
         jwk_set = cache.get() if cache is not None else None  # None once expired
         if jwk_set is None:
             return None
-        kid = jwt.get_unverified_header(token).get("kid")
         for jwk in jwk_set.keys:  # PyJWKClient's own rule for a signing key
             if jwk.key_id == kid and kid and jwk.public_key_use in ("sig", None):
                 return jwk.key
         return None
 
-    def _signing_key(self, token: str) -> Any:
+    def _signing_key(self, kid: Any) -> Any:
         assert self._jwks is not None
         try:
-            # by the header's kid alone, as `_known_key` does: the payload is `_decode`'s
-            return self._jwks.get_signing_key(jwt.get_unverified_header(token).get("kid")).key
+            return self._jwks.get_signing_key(kid).key
         except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError, ValueError):
             # unreachable, or an answer that is not a JWKS (PyJWT lets JSON errors through)
             raise InvalidToken(
