@@ -37,10 +37,16 @@ def explain_refusal(server: str, status: int | None,
     return None
 
 
-def describe_failure(exc: BaseException) -> str:
-    """One line for a (possibly grouped) transport failure, without request details."""
+def _first_cause(exc: BaseException) -> BaseException:
+    """The failure itself, out of the task groups (anyio) that wrap it."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for a (possibly grouped) transport failure, without request details."""
+    exc = _first_cause(exc)
     if isinstance(exc, httpx.ConnectError):
         return "connection refused or host unreachable"
     if isinstance(exc, httpx.TimeoutException):
@@ -92,8 +98,7 @@ def refused_call(server: str, tool: str, exc: BaseException) -> str | None:
     arguments, its own failure): it is up and said no, so the model reads the server's
     reason, not an outage. None for anything else, and for the errors the SDK makes up
     itself when no answer came (connection closed, its own request timeout)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
+    exc = _first_cause(exc)
     if not isinstance(exc, McpError) or exc.error.code in _NO_ANSWER_CODES:
         return None
     message = (exc.error.message or "no reason given").splitlines()[0][:300]

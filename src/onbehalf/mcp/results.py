@@ -29,18 +29,15 @@ def credentials_removed(answer: Answer, sent: Sequence[SecretStr]) -> Answer:
     if not sent:
         return answer
     secrets = [secret.get_secret_value() for secret in sent]  # for this answer only
-    if not _holds(answer, secrets):
-        return answer
     if isinstance(answer, ToolMessage):
-        update = {"content": _without(answer.content, secrets),
-                  "artifact": _without(answer.artifact, secrets)}
-        return answer.model_copy(update=update)  # type: ignore[return-value]
-    return _without(answer, secrets)  # type: ignore[no-any-return]
+        parts = {"content": answer.content, "artifact": answer.artifact}
+        if not _holds(parts, secrets):
+            return answer
+        return answer.model_copy(update=_without(parts, secrets))  # type: ignore[return-value]
+    return _without(answer, secrets) if _holds(answer, secrets) else answer
 
 
 def _holds(value: Any, secrets: Sequence[str]) -> bool:
-    if isinstance(value, ToolMessage):
-        return _holds(value.content, secrets) or _holds(value.artifact, secrets)
     if isinstance(value, str):
         return any(secret in value for secret in secrets)
     if isinstance(value, dict):
