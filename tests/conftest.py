@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from tests.support.tokens import auth_env
@@ -28,3 +30,13 @@ def _test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+async def empty_pool() -> AsyncIterator[None]:
+    """After the test, every pooled MCP session of its event loop is closed (a module asks
+    for it with `pytest.mark.usefixtures("empty_pool")`)."""
+    yield
+    from onbehalf.mcp.pool import session_pool
+
+    await session_pool().aclose()

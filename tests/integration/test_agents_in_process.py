@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from tests.support.agents import say, scripted_agent, tool_messages, tool_payloa
 from tests.support.mcp_server import TicketsMcpServer, run_tickets_mcp, session_counts
 from tests.support.tokens import free_port, mint
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("empty_pool")]
 
 
 @pytest.fixture(autouse=True)
@@ -28,11 +28,6 @@ def servers_env(
     configure(monkeypatch, {"tickets": {"url": tickets_mcp_server.url}})
     yield
 
-
-@pytest.fixture(autouse=True)
-async def close_pool() -> AsyncIterator[None]:
-    yield
-    await session_pool().aclose()
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, servers: dict[str, dict[str, Any]]) -> None:

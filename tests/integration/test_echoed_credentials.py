@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,13 +20,12 @@ from mcp.server.fastmcp import Context, FastMCP
 from pydantic import BaseModel
 
 from onbehalf.mcp.elicitation import drop_parked
-from onbehalf.mcp.pool import session_pool
 from onbehalf.mcp.results import REMOVED
 from tests.support.agents import say, scripted_agent, tool_messages
 from tests.support.asgi_server import serve_in_thread
 from tests.support.tokens import free_port, mint
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("empty_pool")]
 SERVICE_KEY = "svc-key-" + "k" * 32
 SERVER_SIDE = ("sse_starlette", "mcp.server", "uvicorn")
 """The echoing server runs in this process: its own logs are not the run's."""
@@ -86,11 +85,6 @@ def server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
         monkeypatch.setenv("MCP_SERVERS", json.dumps({"servers": {"echoing": entry}}))
         yield auth["type"]
 
-
-@pytest.fixture(autouse=True)
-async def close_pool() -> AsyncIterator[None]:
-    yield
-    await session_pool().aclose()
 
 
 @pytest.mark.parametrize("server", [{"type": "user_token"},

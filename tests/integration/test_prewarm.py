@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,7 +27,7 @@ from tests.support.tokens import free_port, mint
 
 DEPLOYMENT_GRAPHS = prewarm._deployment_graphs
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("empty_pool")]
 
 ASSISTANT_ID = "453d1cbf-0bdd-5d35-a224-394f372c0502"  # uuid5(NAMESPACE_GRAPH, "assistant")
 
@@ -45,11 +45,6 @@ def tickets(
     configure(monkeypatch, tickets_mcp_server.url)
     yield tickets_mcp_server
 
-
-@pytest.fixture(autouse=True)
-async def close_pool() -> AsyncIterator[None]:
-    yield
-    await session_pool().aclose()
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, url: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -25,7 +25,7 @@ from tests.support.agents import say, scripted_agent, tool_messages, tool_payloa
 from tests.support.asgi_server import serve_in_thread
 from tests.support.tokens import free_port, mint
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("empty_pool")]
 
 
 @dataclass
@@ -76,11 +76,6 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ResumingServer]:
         use_servers(monkeypatch, resuming=state.url)
         yield state
 
-
-@pytest.fixture(autouse=True)
-async def close_pool() -> AsyncIterator[None]:
-    yield
-    await session_pool().aclose()
 
 
 async def test_a_call_whose_stream_the_server_closed_is_resumed_and_answered_once(

@@ -21,13 +21,12 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from onbehalf.mcp.pool import session_pool
 from tests.support.agents import say, scripted_agent, tool_messages, tool_payload, use_servers
 from tests.support.asgi_server import serve_in_thread
 from tests.support.ending_mcp import run_ending_mcp
 from tests.support.tokens import free_port, mint
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("empty_pool")]
 
 
 def prompts_only(methods: list[str]) -> Starlette:
@@ -75,11 +74,6 @@ def servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         use_servers(monkeypatch, prompts=f"http://127.0.0.1:{port}/mcp/", ending=tools.url)
         yield methods
 
-
-@pytest.fixture(autouse=True)
-async def close_pool() -> AsyncIterator[None]:
-    yield
-    await session_pool().aclose()
 
 
 async def test_a_server_without_tools_is_not_asked_for_them_nor_reported_unavailable(

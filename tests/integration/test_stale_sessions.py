@@ -10,7 +10,7 @@ that counts the `initialize` requests it received.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,13 +20,8 @@ from tests.support.agents import tool_messages as results
 from tests.support.ending_mcp import EndingMcp, run_ending_mcp
 from tests.support.tokens import mint
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("empty_pool")]
 
-
-@pytest.fixture(autouse=True)
-async def close_pool() -> AsyncIterator[None]:
-    yield
-    await session_pool().aclose()
 
 
 @pytest.fixture

@@ -25,12 +25,11 @@ from mcp.shared.exceptions import McpError
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from onbehalf.mcp.pool import session_pool
 from tests.support.agents import say, scripted_agent, tool_messages, tool_payload, use_servers
 from tests.support.asgi_server import serve_in_thread
 from tests.support.tokens import free_port, mint
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("empty_pool")]
 
 _ANY = {"type": "object", "properties": {"text": {"type": "string"}}}
 
@@ -99,11 +98,6 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[OffSchemaServer]:
         use_servers(monkeypatch, strict=state.url)
         yield state
 
-
-@pytest.fixture(autouse=True)
-async def close_pool() -> AsyncIterator[None]:
-    yield
-    await session_pool().aclose()
 
 
 async def test_a_result_off_its_declared_schema_is_the_tools_error_and_the_session_stays(

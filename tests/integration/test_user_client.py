@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,7 +31,7 @@ from tests.support.agents import say, scripted_agent, tool_messages, tool_payloa
 from tests.support.mcp_server import TicketsMcpServer
 from tests.support.tokens import mint
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("empty_pool")]
 
 
 @pytest.fixture(autouse=True)
@@ -41,11 +41,6 @@ def servers_env(tickets_mcp_server: TicketsMcpServer,
         {"servers": {"tickets": {"url": tickets_mcp_server.url}}}))
     yield
 
-
-@pytest.fixture(autouse=True)
-async def close_pool() -> AsyncIterator[None]:
-    yield
-    await session_pool().aclose()
 
 
 def clear_text_paths(root: Any, secret: str, *, depth: int = 8) -> list[str]:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jwt
@@ -26,7 +26,7 @@ from tests.reliability.scripted import Conversation, Turn, text_of, tool_message
 from tests.support.faulty_mcp import FaultyMcpServer, run_faulty_mcp
 from tests.support.tokens import mint
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("empty_pool")]
 
 SLACK_SECONDS = 2.5
 """What a bounded failure may take beyond the server's `timeout_seconds` on a slow machine."""
@@ -43,11 +43,6 @@ def other() -> Iterator[FaultyMcpServer]:
     with run_faulty_mcp() as server:
         yield server
 
-
-@pytest.fixture(autouse=True)
-async def close_pool() -> AsyncIterator[None]:
-    yield
-    await session_pool().aclose()
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, **servers: dict[str, Any]) -> None:
