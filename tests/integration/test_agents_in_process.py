@@ -29,7 +29,6 @@ def servers_env(
     yield
 
 
-
 def configure(monkeypatch: pytest.MonkeyPatch, servers: dict[str, dict[str, Any]]) -> None:
     monkeypatch.setenv("MCP_SERVERS", json.dumps({"servers": servers}))
 

@@ -86,7 +86,6 @@ def server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
         yield auth["type"]
 
 
-
 @pytest.mark.parametrize("server", [{"type": "user_token"},
                                     {"type": "static", "value_env": "ECHO_SERVICE_KEY"}],
                          indirect=True)

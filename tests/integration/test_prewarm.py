@@ -46,7 +46,6 @@ def tickets(
     yield tickets_mcp_server
 
 
-
 def configure(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     servers = {"tickets": {"url": url, "auth": {"type": "user_token"}, "timeout_seconds": 5}}
     monkeypatch.setenv("MCP_SERVERS", json.dumps({"servers": servers}))

@@ -77,7 +77,6 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ResumingServer]:
         yield state
 
 
-
 async def test_a_call_whose_stream_the_server_closed_is_resumed_and_answered_once(
     server: ResumingServer,
 ) -> None:

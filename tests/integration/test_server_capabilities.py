@@ -9,20 +9,16 @@ and the model is told of no outage.
 
 from __future__ import annotations
 
-import contextlib
-import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import mcp.types as types
 import pytest
 from mcp.server.lowlevel import Server
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.applications import Starlette
-from starlette.routing import Mount
 
 from tests.support.agents import say, scripted_agent, tool_messages, tool_payload, use_servers
-from tests.support.asgi_server import serve_in_thread
+from tests.support.asgi_server import lowlevel_mcp_app, serve_in_thread
 from tests.support.ending_mcp import run_ending_mcp
 from tests.support.tokens import free_port, mint
 
@@ -36,34 +32,7 @@ def prompts_only(methods: list[str]) -> Starlette:
     async def list_prompts() -> list[types.Prompt]:
         return [types.Prompt(name="greeting", description="Say hello.")]
 
-    manager = StreamableHTTPSessionManager(app=server)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with manager.run():
-            yield
-
-    async def noting(scope: Any, receive: Any, send: Any) -> None:
-        body = b""
-        if scope["type"] == "http" and scope["method"] == "POST":
-            message = await receive()
-            body = message.get("body", b"")
-            sent = False
-
-            async def replay() -> Any:
-                nonlocal sent
-                if sent:
-                    return await receive()
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            with contextlib.suppress(ValueError):
-                methods.append(json.loads(body).get("method"))
-            await manager.handle_request(scope, replay, send)
-            return
-        await manager.handle_request(scope, receive, send)
-
-    return Starlette(routes=[Mount("/mcp", app=noting)], lifespan=lifespan)
+    return lowlevel_mcp_app(server, methods.append)
 
 
 @pytest.fixture
@@ -73,7 +42,6 @@ def servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     with serve_in_thread(prompts_only(methods), port), run_ending_mcp() as tools:
         use_servers(monkeypatch, prompts=f"http://127.0.0.1:{port}/mcp/", ending=tools.url)
         yield methods
-
 
 
 async def test_a_server_without_tools_is_not_asked_for_them_nor_reported_unavailable(

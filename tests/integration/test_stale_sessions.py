@@ -23,7 +23,6 @@ from tests.support.tokens import mint
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("empty_pool")]
 
 
-
 @pytest.fixture
 def server(request: pytest.FixtureRequest) -> Iterator[EndingMcp]:
     with run_ending_mcp(**getattr(request, "param", {})) as running:

@@ -11,22 +11,19 @@ FastMCP, does not check its own results) counts what it received.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import mcp.types as types
 import pytest
 from mcp.server.lowlevel import Server
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import McpError
 from starlette.applications import Starlette
-from starlette.routing import Mount
 
 from tests.support.agents import say, scripted_agent, tool_messages, tool_payload, use_servers
-from tests.support.asgi_server import serve_in_thread
+from tests.support.asgi_server import lowlevel_mcp_app, serve_in_thread
 from tests.support.tokens import free_port, mint
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("empty_pool")]
@@ -73,21 +70,11 @@ def _app(state: OffSchemaServer) -> Starlette:
         return await answer_call(request)
 
     server.request_handlers[types.CallToolRequest] = refusing
-    manager = StreamableHTTPSessionManager(app=server)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with manager.run():
-            yield
+    def heard(method: str | None) -> None:
+        state.initializes += method == "initialize"
 
-    async def counting(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not any(
-            name == b"mcp-session-id" for name, _ in scope["headers"]
-        ):
-            state.initializes += 1
-        await manager.handle_request(scope, receive, send)
-
-    return Starlette(routes=[Mount("/mcp", app=counting)], lifespan=lifespan)
+    return lowlevel_mcp_app(server, heard)
 
 
 @pytest.fixture
@@ -97,7 +84,6 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[OffSchemaServer]:
     with serve_in_thread(_app(state), port):
         use_servers(monkeypatch, strict=state.url)
         yield state
-
 
 
 async def test_a_result_off_its_declared_schema_is_the_tools_error_and_the_session_stays(

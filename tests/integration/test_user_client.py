@@ -42,7 +42,6 @@ def servers_env(tickets_mcp_server: TicketsMcpServer,
     yield
 
 
-
 def clear_text_paths(root: Any, secret: str, *, depth: int = 8) -> list[str]:
     """Where `secret` sits in clear below `root`: containers, objects, closures.
 

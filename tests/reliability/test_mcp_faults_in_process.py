@@ -44,7 +44,6 @@ def other() -> Iterator[FaultyMcpServer]:
         yield server
 
 
-
 def configure(monkeypatch: pytest.MonkeyPatch, **servers: dict[str, Any]) -> None:
     monkeypatch.setenv("MCP_SERVERS", json.dumps({"servers": servers}))
 

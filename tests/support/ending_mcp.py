@@ -28,7 +28,7 @@ from typing import Any
 from mcp.server.fastmcp import Context, FastMCP
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tests.support.asgi_server import serve_in_thread
+from tests.support.asgi_server import read_body, replay, rpc_method, serve_in_thread
 from tests.support.tokens import free_port
 
 SESSION_HEADER = b"mcp-session-id"
@@ -119,8 +119,8 @@ class _Forgetting:
             seen = state.last_seen.get(sid)
             if seen is not None and now - seen > state.idle_seconds:
                 state.forgotten.add(sid)
-        body = await _read_body(receive)
-        method = _method(body) if scope["method"] == "POST" else None
+        body = await read_body(receive)
+        method = rpc_method(body) if scope["method"] == "POST" else None
         if method == "initialize":
             state.initializes += 1
         if method == "tools/list":
@@ -138,15 +138,6 @@ class _Forgetting:
         if sid is not None and scope["method"] == "POST":
             state.last_seen[sid] = now
 
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # after the body: the client's disconnect
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
         async def send_and_note(message: Message) -> None:
             if message["type"] == "http.response.start":
                 for name, value in message.get("headers", []):
@@ -154,24 +145,7 @@ class _Forgetting:
                         state.last_seen[value.decode()] = time.monotonic()
             await send(message)
 
-        await self.app(scope, replay, send_and_note)
-
-
-def _method(body: bytes) -> str | None:
-    with contextlib.suppress(ValueError):
-        message = json.loads(body)
-        if isinstance(message, dict) and isinstance(message.get("method"), str):
-            return message["method"]
-    return None
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
+        await self.app(scope, replay(body, receive), send_and_note)
 
 
 @contextlib.contextmanager

@@ -40,9 +40,10 @@ import anyio
 import uvicorn
 from mcp.server.fastmcp import FastMCP
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from onbehalf.demo.tickets.sessions import ServerStats, SessionLedger
+from tests.support.asgi_server import read_body, replay
 from tests.support.tokens import free_port
 
 STARTUP_SECONDS = 15.0
@@ -149,9 +150,9 @@ class FaultGate:
         rpc_method: str | None = None
         tool: str | None = None
         if http_method == "POST":
-            body = await _read_body(receive)
+            body = await read_body(receive)
             rpc_method, tool = _rpc_method_and_tool(body)
-            receive = _replay(body, receive)
+            receive = replay(body, receive)
         fault = self.server.fault
         stats = self.server.stats
         if fault is not None and fault.targets(http_method, rpc_method):
@@ -298,32 +299,6 @@ def _drop_closed_stream_noise(record: logging.LogRecord) -> bool:
 
 def _methods(methods: Iterable[str] | None) -> frozenset[str] | None:
     return None if methods is None else frozenset(methods)
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that hands the app the body already read, then the real channel."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 def _rpc_method_and_tool(body: bytes) -> tuple[str | None, str | None]:
